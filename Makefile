@@ -1,0 +1,36 @@
+# pbs: `make run` (the main job, CPU, offline) and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+TORCH_CPU := torch==2.13.0
+TRITON := triton==3.9.0
+
+.PHONY: help setup run test test-full lint clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup: $(VENV)/.installed  ## build .venv (CPU: torch 2.13.0 CPU wheel pinned; CUDA machine: its torch is kept)
+
+$(VENV)/.installed: pyproject.toml Makefile
+	@if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
+		echo "CUDA torch found: keeping it (venv with system site-packages)"; \
+		python3 -m venv --system-site-packages $(VENV); \
+		$(PIP) install -e ".[dev]"; \
+	else \
+		python3 -m venv $(VENV); \
+		$(PIP) install "$(TORCH_CPU)" "$(TRITON)" && $(PIP) install "$(TORCH_CPU)" -e ".[dev,triton]"; \
+	fi
+	@touch $@
+
+run: setup  ## the main job on the embedded default: every method on structured synthetic inputs (CPU)
+	$(PY) scripts/demo.py
+
+test: setup  ## the test suite (CPU; Triton kernels under TRITON_INTERPRET=1)
+	$(PY) -m pytest -q -n 2
+
+test-full: setup  ## the test suite including slow tests
+	PBS_TEST_FULL=1 $(PY) -m pytest -q -n 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache

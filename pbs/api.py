@@ -1,0 +1,151 @@
+"""The public entry point: ``pbs.sparse_attention``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import make_config
+from .methods import Dense, get_method
+from .plan import SparsePlan
+from .reference import attend, dense_causal
+
+BACKENDS = ("auto", "torch")
+
+
+@dataclass(frozen=True)
+class AttentionStats:
+    """What a call computed.
+
+    density: computed (query-block, key-block) tiles / the T(T+1)/2 tiles of dense causal attention
+        (T = ceil(N / block_size)), averaged over batch and heads; forced tiles count; 1.0 for dense runs.
+        Gathered columns (MInference) count as ceil(columns / block_size) tiles per query block.
+    per_head: (B, Hq) float64 tensor of the same.
+    method: the method name.
+    dense_fallback: why a sparse method ran dense (e.g. too short), else None.
+    plan: the SparsePlan that was executed (None for dense runs).
+    backend: the backend that ran the attention.
+    """
+
+    density: float
+    per_head: Tensor
+    method: str
+    dense_fallback: str | None
+    plan: SparsePlan | None
+    backend: str
+
+
+def sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    method: str = "pbs",
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    backend: str = "auto",
+    return_stats: bool = False,
+    **method_kwargs,
+):
+    """Causal (block-)sparse attention for prefill, in the layout of ``scaled_dot_product_attention``.
+
+    Args:
+        q: (B, Hq, Nq, D) queries; the last Nq positions of the sequence (query i sits at Nk − Nq + i).
+        k, v: (B, Hkv, Nk, D); Hq must be a multiple of Hkv (GQA; K/V are never repeated in memory).
+        method: one of ``available_methods()``:
+            ``full`` dense causal attention;
+            ``pbs`` PBS-Attn — block_size=128, segment_size=256, threshold=0.9, permute="key"
+            ("key" | "query" | "key+query" | "none"), scoring="mean" ("antidiagonal" = PBS-Attn+, stride=8),
+            share_permutation="q_head" ("kv_head" = App. G), force_sink=True;
+            ``meanpool`` block_size=128, threshold=0.9, force_sink=True, force_current=True;
+            ``xattention`` block_size=128, stride=8, threshold=0.9, keep_sink=False, keep_recent=False;
+            ``minference`` vertical_size=1000, slash_size=6096, last_q=64, block_size=64,
+            num_sink_columns=30, num_local_diagonals=100;
+            ``flexprefill`` gamma=0.95, tau=0.1, block_size=128, min_budget=1, max_budget=None;
+            ``oracle`` block_size=128, segment_size=256, threshold=0.9, permute="none" ("none" | "key").
+            A threshold (gamma) >= 1 selects every causal block. Defaults live in ``pbs.config``.
+        causal: must be True (all methods are causal prefill methods).
+        scale: softmax scale, default 1/sqrt(D).
+        backend: "auto" (the best available for the device; today the torch reference) or "torch".
+        return_stats: also return an :class:`AttentionStats`.
+        **method_kwargs: fields of the method's config dataclass; unknown names are an error.
+
+    Returns:
+        out (B, Hq, Nq, D) with q's dtype, or ``(out, stats)``. A query sees the keys at original positions
+        at or before its own that its block's plan lists; keys permuted inside the diagonal segment are masked
+        per token on original positions. A row that sees no key returns zeros.
+
+    Raises:
+        ValueError: naming the argument and its value, for wrong ranks, mismatched batch/head_dim/dtype/device,
+            Hq not a multiple of Hkv, Nq > Nk, an unknown method, backend or kwarg, or an invalid kwarg value.
+
+    Example:
+        >>> out, stats = pbs.sparse_attention(q, k, v, method="pbs", threshold=0.9, return_stats=True)
+        >>> stats.density  # fraction of causal tiles computed
+    """
+    _check_inputs(q, k, v)
+    if causal is not True:
+        raise ValueError(f"causal must be True: every method is a causal prefill method, got causal={causal!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got backend={backend!r}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got scale={scale!r}")
+    spec = get_method(method)
+    cfg = make_config(spec.config_cls, method_kwargs)
+
+    with torch.no_grad():
+        result = spec.plan(q, k, cfg, float(scale))
+        if isinstance(result, Dense):
+            out = dense_causal(q, k, v, float(scale))
+            plan, reason = None, result.reason
+            per_head = torch.ones(q.shape[0], q.shape[1], dtype=torch.float64)
+        else:
+            out = attend(q, k, v, result, float(scale))
+            plan, reason = result, None
+            per_head = result.density_per_head().cpu()
+    if not return_stats:
+        return out
+    stats = AttentionStats(
+        density=float(per_head.mean()),
+        per_head=per_head,
+        method=method,
+        dense_fallback=reason,
+        plan=plan,
+        backend="torch",
+    )
+    return out, stats
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {name}={type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have rank 4 (B, H, N, D), got {name}.shape={tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {name}.dtype={t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype, got q.dtype={q.dtype}, k.dtype={k.dtype}, v.dtype={v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got q.device={q.device}, k.device={k.device}, v.device={v.device}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got k.shape={tuple(k.shape)}, v.shape={tuple(v.shape)}")
+    if q.shape[0] != k.shape[0]:
+        raise ValueError(f"batch sizes differ: q.shape[0]={q.shape[0]}, k.shape[0]={k.shape[0]}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"head_dim differs: q.shape[-1]={q.shape[-1]}, k.shape[-1]={k.shape[-1]}")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(
+            f"the number of query heads must be a multiple of the KV heads, got q.shape[1]={q.shape[1]}, "
+            f"k.shape[1]={k.shape[1]}"
+        )
+    if q.shape[2] > k.shape[2]:
+        raise ValueError(f"Nq must be <= Nk (queries are the last Nq positions), got q.shape[2]={q.shape[2]}, "
+                         f"k.shape[2]={k.shape[2]}")
+    if q.shape[2] == 0:
+        raise ValueError(f"Nq must be >= 1, got q.shape[2]={q.shape[2]}")

@@ -1,0 +1,56 @@
+"""Method registry: a name maps to its config dataclass and a planner ``plan(q, k, cfg, scale)``.
+
+A planner returns a :class:`~pbs.plan.SparsePlan`, or :class:`Dense` when the method runs dense attention
+(``reason`` says why, e.g. the sequence is too short to be worth a sparse plan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor
+
+from ..plan import SparsePlan
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Run dense causal attention; ``reason`` is None when dense is the method itself."""
+
+    reason: str | None = None
+
+
+Planner = Callable[[Tensor, Tensor, object, float], "SparsePlan | Dense"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config_cls: type
+    plan: Planner
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(name: str, config_cls: type) -> Callable[[Planner], Planner]:
+    """Decorator: ``@register_method("pbs", PBSConfig)`` on a planner."""
+
+    def wrap(fn: Planner) -> Planner:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is already registered")
+        _REGISTRY[name] = Method(name, config_cls, fn)
+        return fn
+
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method={name!r}; available methods: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def available_methods() -> list[str]:
+    return sorted(_REGISTRY)

@@ -1,0 +1,39 @@
+"""Block selection: cumulative-mass (top-p) choice per query-block row, and the tiles methods force on."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def select_cumulative(probs: Tensor, candidates: Tensor, threshold: float, credit: Tensor | None = None) -> Tensor:
+    """Smallest set of candidate tiles per row whose mass reaches ``threshold``, the crossing tile included.
+
+    probs: (..., T) block probabilities; candidates: bool, broadcastable to probs; credit: (...,) mass already
+    covered by forced tiles (counts toward the threshold). Tiles are taken in decreasing order while the mass
+    taken before them is below the threshold; zero-mass tiles are never taken, so a row with no mass selects
+    nothing. ``threshold >= 1`` selects every candidate. Returns bool of probs' shape.
+    """
+    candidates = candidates.expand_as(probs)
+    if threshold >= 1:
+        return candidates.clone()
+    p = torch.nan_to_num(probs.float(), nan=0.0).masked_fill(~candidates, 0.0)
+    ordered, order = torch.sort(p, dim=-1, descending=True, stable=True)
+    before = torch.cumsum(ordered, dim=-1) - ordered
+    if credit is not None:
+        before = before + credit[..., None]
+    keep = (before < threshold) & (ordered > 0)
+    return torch.zeros_like(candidates).scatter(-1, order, keep)
+
+
+def sink_blocks(key_perm: Tensor | None, rows: int, num_kv_blocks: int, heads: int, batch: int, block_size: int,
+                device=None) -> Tensor:
+    """(B, H, R, T) bool: the key block holding original token 0, in every row."""
+    out = torch.zeros(batch, heads, rows, num_kv_blocks, dtype=torch.bool, device=device)
+    if key_perm is None:
+        out[..., 0] = True
+        return out
+    slot_of_zero = torch.argmax((key_perm == 0).to(torch.int8), dim=-1)  # (B, Hp)
+    block = (slot_of_zero // block_size).repeat_interleave(heads // key_perm.shape[1], dim=1)
+    out.scatter_(-1, block[:, :, None, None].expand(batch, heads, rows, 1), True)
+    return out

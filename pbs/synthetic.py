@@ -1,0 +1,77 @@
+"""Structured synthetic q, k, v with the attention patterns sparse methods rely on.
+
+Three planted patterns on top of Gaussian noise, each with a stated logit strength (the extra pre-softmax
+score, after the 1/sqrt(D) scale, that a query gives the keys of that pattern):
+
+* sink: key 0 gets ``sink_logit`` from every query;
+* local window: ``local_logit`` at distance 0, falling off with distance (sinusoidal position features with
+  wavelengths 32–1024 tokens, so each query prefers its recent ~100 tokens);
+* scattered heavy hitters: a ``heavy_fraction`` of keys, at random positions across the whole sequence, get
+  ``heavy_logit`` from every query (one shared direction per KV head).
+
+Used by the demo, the tests with planted structure and the kernel benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Structure:
+    sink_logit: float = 8.0
+    local_logit: float = 5.0
+    heavy_logit: float = 6.0
+    heavy_fraction: float = 0.01
+    noise: float = 1.0  # std of the Gaussian part of q and k
+
+
+def structured_qkv(
+    batch: int,
+    q_heads: int,
+    kv_heads: int,
+    seq_len: int,
+    head_dim: int,
+    *,
+    structure: Structure = Structure(),
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """q (B, Hq, N, D), k and v (B, Hkv, N, D) with a sink, local windows and scattered heavy hitters."""
+    if head_dim < 16:
+        raise ValueError(f"head_dim must be >= 16 for the planted structure, got head_dim={head_dim}")
+    gen = torch.Generator().manual_seed(seed)
+    group = q_heads // kv_heads
+    scale = 1.0 / math.sqrt(head_dim)
+    noise = structure.noise / head_dim**0.25  # noise logits ~ N(0, noise^2)
+    q = torch.randn(batch, q_heads, seq_len, head_dim, generator=gen) * noise
+    k = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen) * noise
+    v = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen)
+
+    # local window: q_i . k_j = a^2 * sum_f cos(w_f (i - j)) on the first 2F dims
+    num_freq = head_dim // 8
+    wavelengths = torch.logspace(math.log10(32), math.log10(1024), num_freq)
+    angle = torch.arange(seq_len)[:, None] * (2 * math.pi / wavelengths)[None, :]  # (N, F)
+    feats = torch.cat([angle.cos(), angle.sin()], dim=-1)  # (N, 2F)
+    amp = math.sqrt(structure.local_logit / (num_freq * scale))
+    q[..., : 2 * num_freq] = feats * amp
+    k[..., : 2 * num_freq] = feats * amp
+
+    # sink and heavy hitters along one unit direction per KV head, in the remaining dims
+    rest = head_dim - 2 * num_freq
+    u = torch.randn(batch, kv_heads, rest, generator=gen)
+    u = u / u.norm(dim=-1, keepdim=True)
+    q_amp = math.sqrt(max(structure.heavy_logit, structure.sink_logit) / scale)
+    heavy_amp = structure.heavy_logit / (scale * q_amp)
+    sink_amp = structure.sink_logit / (scale * q_amp)
+    q[..., 2 * num_freq :] += q_amp * u.repeat_interleave(group, dim=1)[:, :, None, :]
+    n_heavy = max(1, int(round(structure.heavy_fraction * seq_len)))
+    heavy = torch.randperm(seq_len, generator=gen)[:n_heavy]
+    k[:, :, heavy, 2 * num_freq :] += heavy_amp * u[:, :, None, :]
+    k[:, :, 0, 2 * num_freq :] += sink_amp * u
+    return (t.to(device=device, dtype=dtype) for t in (q, k, v))
