@@ -21,6 +21,8 @@ def key_importance(q: Tensor, k: Tensor, block_size: int, segment_size: int, sca
     batch, heads, _, dim = q.shape
     kv_heads = k.shape[1]
     complete = (k.shape[2] // segment_size) * segment_size
+    if complete == 0:
+        return q.new_zeros(batch, heads, 0, dtype=torch.float32)
     q_last = q[:, :, -block_size:].float()  # (B, Hq, m, D)
     q_last = q_last.reshape(batch, kv_heads, heads // kv_heads * q_last.shape[2], dim)
     logits = torch.matmul(q_last, k[:, :, :complete].float().transpose(-1, -2)) * scale  # (B, Hkv, G*m, G*S)
