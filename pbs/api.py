@@ -10,10 +10,9 @@ from torch import Tensor
 
 from .config import make_config
 from .methods import Dense, get_method
+from .backends import resolve, run_dense, run_plan
 from .plan import SparsePlan
-from .reference import attend, dense_causal
-
-BACKENDS = ("auto", "torch")
+from .policy import dense_reason
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,7 @@ def sparse_attention(
     scale: float | None = None,
     backend: str = "auto",
     return_stats: bool = False,
+    short_seq_policy: bool = True,
     **method_kwargs,
 ):
     """Causal (block-)sparse attention for prefill, in the layout of ``scaled_dot_product_attention``.
@@ -69,8 +69,12 @@ def sparse_attention(
             A threshold (gamma) >= 1 selects every causal block. Defaults live in ``pbs.config``.
         causal: must be True (all methods are causal prefill methods).
         scale: softmax scale, default 1/sqrt(D).
-        backend: "auto" (the best available for the device; today the torch reference) or "torch".
+        backend: "auto" (triton on CUDA, torch elsewhere), "torch" (the pure-PyTorch reference, any device),
+            "triton" (our permuted block-sparse FlashAttention kernel; CUDA, or CPU under TRITON_INTERPRET=1),
+            "flex" (the same plan through PyTorch FlexAttention).
         return_stats: also return an :class:`AttentionStats`.
+        short_seq_policy: on the triton backend, run dense below the crossover length measured for this GPU
+            (``pbs/crossover.json``); ``stats.dense_fallback`` says so. False always runs the sparse plan.
         **method_kwargs: fields of the method's config dataclass; unknown names are an error.
 
     Returns:
@@ -89,8 +93,7 @@ def sparse_attention(
     _check_inputs(q, k, v)
     if causal is not True:
         raise ValueError(f"causal must be True: every method is a causal prefill method, got causal={causal!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {list(BACKENDS)}, got backend={backend!r}")
+    backend = resolve(backend, q.device)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
@@ -99,13 +102,14 @@ def sparse_attention(
     cfg = make_config(spec.config_cls, method_kwargs)
 
     with torch.no_grad():
-        result = spec.plan(q, k, cfg, float(scale))
+        short = dense_reason(method, k.shape[2], q.device, backend) if short_seq_policy else None
+        result = Dense(short) if short else spec.plan(q, k, cfg, float(scale))
         if isinstance(result, Dense):
-            out = dense_causal(q, k, v, float(scale))
+            out = run_dense(q, k, v, float(scale), backend)
             plan, reason = None, result.reason
             per_head = torch.ones(q.shape[0], q.shape[1], dtype=torch.float64)
         else:
-            out = attend(q, k, v, result, float(scale))
+            out = run_plan(q, k, v, result, float(scale), backend)
             plan, reason = result, None
             per_head = result.density_per_head().cpu()
     if not return_stats:
@@ -116,7 +120,7 @@ def sparse_attention(
         method=method,
         dense_fallback=reason,
         plan=plan,
-        backend="torch",
+        backend=backend,
     )
     return out, stats
 

@@ -23,10 +23,11 @@ def key_importance(q: Tensor, k: Tensor, block_size: int, segment_size: int, sca
     complete = (k.shape[2] // segment_size) * segment_size
     if complete == 0:
         return q.new_zeros(batch, heads, 0, dtype=torch.float32)
-    q_last = q[:, :, -block_size:].float()  # (B, Hq, m, D)
+    q_last = q[:, :, -block_size:]  # (B, Hq, m, D)
     q_last = q_last.reshape(batch, kv_heads, heads // kv_heads * q_last.shape[2], dim)
-    logits = torch.matmul(q_last, k[:, :, :complete].float().transpose(-1, -2)) * scale  # (B, Hkv, G*m, G*S)
-    probs = torch.softmax(logits, dim=-1).view(batch, heads, -1, complete)
+    # the matmul runs in the inputs' dtype (fp32 accumulation on GPUs); the softmax in fp32, as the paper
+    logits = torch.matmul(q_last, k[:, :, :complete].transpose(-1, -2))  # (B, Hkv, G*m, G*S)
+    probs = torch.softmax(logits.float() * scale, dim=-1).view(batch, heads, -1, complete)
     return probs.mean(dim=2)
 
 
@@ -80,10 +81,16 @@ def pooled_keys(k: Tensor, key_perm: Tensor | None, heads: int, block_size: int)
     hp = key_perm.shape[1]
     inv = torch.argsort(key_perm, dim=-1)  # original index -> slot
     block_of_key = (inv // block_size).long()  # (B, Hp, Nk)
-    src = k.float().repeat_interleave(hp // kv_heads, dim=1) if hp != kv_heads else k.float()
-    pooled = torch.zeros(batch, hp, nkb, dim, device=k.device)
-    pooled.scatter_add_(2, block_of_key[..., None].expand(-1, -1, -1, dim), src)
-    pooled = pooled / counts[:, None]
+    group = hp // kv_heads
+    # flat target row (b, hp, block); one index_add per group member reads K once and never repeats it
+    pooled = torch.zeros(batch * hp * nkb, dim, device=k.device)
+    src = k.float().reshape(batch * kv_heads * nk, dim)
+    bk = torch.arange(batch * kv_heads, device=k.device).view(batch, kv_heads, 1)  # (b, kvh) pairs
+    for g in range(group):
+        heads_g = (bk // kv_heads) * hp + (bk % kv_heads) * group + g  # flat (b, hp) of member g
+        index = heads_g * nkb + block_of_key.view(batch, kv_heads, group, nk)[:, :, g]
+        pooled.index_add_(0, index.reshape(-1), src)
+    pooled = pooled.view(batch, hp, nkb, dim) / counts[:, None]
     return pooled.repeat_interleave(heads // hp, dim=1) if hp != heads else pooled
 
 

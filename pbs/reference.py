@@ -81,20 +81,3 @@ def _row_keys(plan: SparsePlan, row: int, lane: Tensor, batch: int, heads: int) 
         valids.append(torch.arange(cols.shape[-1], device=cols.device) < plan.col_num[:, :, row, None])
     return torch.cat(parts, -1), torch.cat(valids, -1)
 
-
-def dense_causal(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """Dense causal attention with bottom-right alignment (query i at position Nk - Nq + i), GQA-native."""
-    nq, nk = q.shape[2], k.shape[2]
-    if nq == nk:
-        return torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=scale, enable_gqa=k.shape[1] != q.shape[1]
-        )
-    from .plan import num_blocks
-
-    bs = 128
-    rows = num_blocks(nk, bs) - (nk - nq) // bs
-    everything = torch.ones(q.shape[0], q.shape[1], rows, num_blocks(nk, bs), dtype=torch.bool, device=q.device)
-    plan = SparsePlan.from_block_mask(
-        everything, block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1]
-    )
-    return attend(q, k, v, plan, scale)

@@ -7,7 +7,9 @@ score, after the 1/sqrt(D) scale, that a query gives the keys of that pattern):
 * local window: ``local_logit`` at distance 0, falling off with distance (sinusoidal position features with
   wavelengths 32–1024 tokens, so each query prefers its recent ~100 tokens);
 * scattered heavy hitters: a ``heavy_fraction`` of keys, at random positions across the whole sequence, get
-  ``heavy_logit`` from every query (one shared direction per KV head).
+  ``heavy_logit`` from every query (one shared direction per KV head);
+* optional long-range recency: ``recency_logit`` at distance 0 falling off slowly over the whole sequence
+  (wavelengths 1024 to 8N), as RoPE's low frequencies give real models.
 
 Used by the demo, the tests with planted structure and the kernel benchmark.
 """
@@ -28,6 +30,7 @@ class Structure:
     heavy_logit: float = 6.0
     heavy_fraction: float = 0.01
     noise: float = 1.0  # std of the Gaussian part of q and k
+    recency_logit: float = 0.0  # a long-range recency bias (wavelengths up to 8N, like RoPE's low frequencies)
 
 
 def structured_qkv(
@@ -62,16 +65,26 @@ def structured_qkv(
     q[..., : 2 * num_freq] = feats * amp
     k[..., : 2 * num_freq] = feats * amp
 
+    used = 2 * num_freq
+    if structure.recency_logit > 0:
+        wavelengths = torch.logspace(math.log10(1024), math.log10(8 * max(seq_len, 128)), num_freq)
+        angle = torch.arange(seq_len)[:, None] * (2 * math.pi / wavelengths)[None, :]
+        feats = torch.cat([angle.cos(), angle.sin()], dim=-1)
+        amp = math.sqrt(structure.recency_logit / (num_freq * scale))
+        q[..., used : used + 2 * num_freq] = feats * amp
+        k[..., used : used + 2 * num_freq] = feats * amp
+        used += 2 * num_freq
+
     # sink and heavy hitters along one unit direction per KV head, in the remaining dims
-    rest = head_dim - 2 * num_freq
+    rest = head_dim - used
     u = torch.randn(batch, kv_heads, rest, generator=gen)
     u = u / u.norm(dim=-1, keepdim=True)
     q_amp = math.sqrt(max(structure.heavy_logit, structure.sink_logit) / scale)
     heavy_amp = structure.heavy_logit / (scale * q_amp)
     sink_amp = structure.sink_logit / (scale * q_amp)
-    q[..., 2 * num_freq :] += q_amp * u.repeat_interleave(group, dim=1)[:, :, None, :]
+    q[..., used:] += q_amp * u.repeat_interleave(group, dim=1)[:, :, None, :]
     n_heavy = max(1, int(round(structure.heavy_fraction * seq_len)))
     heavy = torch.randperm(seq_len, generator=gen)[:n_heavy]
-    k[:, :, heavy, 2 * num_freq :] += heavy_amp * u[:, :, None, :]
-    k[:, :, 0, 2 * num_freq :] += sink_amp * u
-    return (t.to(device=device, dtype=dtype) for t in (q, k, v))
+    k[:, :, heavy, used:] += heavy_amp * u[:, :, None, :]
+    k[:, :, 0, used:] += sink_amp * u
+    return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))

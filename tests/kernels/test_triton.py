@@ -1,0 +1,71 @@
+"""The Triton kernel (under TRITON_INTERPRET=1 on CPU) equals the torch reference on the same plan.
+
+fp32 and fp16 only: the interpreter computes bf16 dots wrongly; bf16 is checked on the GPU (scripts/gpu_check.py).
+"""
+
+import pytest
+import torch
+
+import pbs
+from pbs.backends import run_plan
+from pbs.config import make_config
+from pbs.methods import get_method
+from pbs.synthetic import structured_qkv
+from tests.reference import causal_attention_f64, rel_err
+
+PLANS = [
+    ("pbs", dict(block_size=16, segment_size=32, threshold=0.7, permute="key")),
+    ("pbs", dict(block_size=16, segment_size=32, threshold=0.7, permute="query")),
+    ("pbs", dict(block_size=16, segment_size=32, threshold=0.7, permute="key+query")),
+    ("pbs", dict(block_size=16, segment_size=32, threshold=0.7, permute="none")),
+    ("pbs", dict(block_size=32, segment_size=64, threshold=0.7, share_permutation="kv_head")),
+    ("pbs", dict(block_size=16, segment_size=32, threshold=0.7, scoring="antidiagonal", stride=4)),
+    ("meanpool", dict(block_size=16, threshold=0.6)),
+    ("xattention", dict(block_size=16, stride=4, threshold=0.6, keep_sink=True)),
+    ("minference", dict(block_size=16, vertical_size=30, slash_size=50)),
+    ("flexprefill", dict(block_size=16, gamma=0.9)),
+    ("oracle", dict(block_size=16, segment_size=32, threshold=0.7, permute="key")),
+]
+
+
+def _plan(method, kwargs, q, k, scale):
+    spec = get_method(method)
+    return spec.plan(q, k, make_config(spec.config_cls, kwargs), scale)
+
+
+@pytest.mark.parametrize("method,kwargs", PLANS, ids=[f"{m}-{i}" for i, (m, _) in enumerate(PLANS)])
+@pytest.mark.parametrize("heads", [(4, 2), (2, 2)], ids=["gqa", "mha"])
+@pytest.mark.parametrize("nq,nk", [(203, 203), (77, 203)])
+def test_triton_equals_reference_on_same_plan(method, kwargs, heads, nq, nk):
+    q, k, v = structured_qkv(2, heads[0], heads[1], nk, 32, seed=nq)
+    q = q[:, :, nk - nq :].contiguous()
+    scale = 32**-0.5
+    plan = _plan(method, kwargs, q, k, scale)
+    out = run_plan(q, k, v, plan, scale, "triton")
+    ref = run_plan(q, k, v, plan, scale, "torch")
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("dim", [64, 128])
+def test_triton_fp16_dense_within_twice_sdpa_error(dim):
+    q, k, v = (t.half() for t in structured_qkv(1, 4, 2, 150, dim, seed=dim))
+    ref = causal_attention_f64(q, k, v)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    out = pbs.sparse_attention(q, k, v, method="pbs", backend="triton", threshold=1, block_size=32, segment_size=64)
+    assert out.dtype == torch.float16
+    assert rel_err(out, ref) <= 2 * rel_err(sdpa, ref) + 1e-4
+
+
+def test_triton_head_dim_not_power_of_two():
+    q, k, v = structured_qkv(1, 2, 1, 70, 48, seed=1)
+    out = pbs.sparse_attention(q, k, v, method="meanpool", backend="triton", threshold=1, block_size=16)
+    assert rel_err(out, causal_attention_f64(q, k, v)) <= 1e-5
+
+
+def test_triton_auto_is_torch_on_cpu():
+    q, k, v = structured_qkv(1, 2, 1, 64, 32, seed=1)
+    _, stats = pbs.sparse_attention(q, k, v, method="meanpool", block_size=16, return_stats=True)
+    assert stats.backend == "torch"
+    _, stats = pbs.sparse_attention(q, k, v, method="meanpool", block_size=16, backend="triton", return_stats=True)
+    assert stats.backend == "triton"
