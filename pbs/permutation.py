@@ -26,8 +26,8 @@ def key_importance(q: Tensor, k: Tensor, block_size: int, segment_size: int, sca
     q_last = q[:, :, -block_size:]  # (B, Hq, m, D)
     q_last = q_last.reshape(batch, kv_heads, heads // kv_heads * q_last.shape[2], dim)
     # the matmul runs in the inputs' dtype (fp32 accumulation on GPUs); the softmax in fp32, as the paper
-    logits = torch.matmul(q_last, k[:, :, :complete].transpose(-1, -2))  # (B, Hkv, G*m, G*S)
-    probs = torch.softmax(logits.float() * scale, dim=-1).view(batch, heads, -1, complete)
+    logits = torch.matmul(q_last, k[:, :, :complete].transpose(-1, -2)).float()  # (B, Hkv, G*m, G*S)
+    probs = torch.softmax(logits.mul_(scale), dim=-1).view(batch, heads, -1, complete)
     return probs.mean(dim=2)
 
 
@@ -67,31 +67,33 @@ def key_permutation(
 def pooled_keys(k: Tensor, key_perm: Tensor | None, heads: int, block_size: int) -> Tensor:
     """Mean of each permuted key block: (B, heads, T, D) float32, T = ceil(Nk / block_size).
 
-    k: (B, Hkv, Nk, D); key_perm: (B, Hp, Nk) or None. Sums by scattering original rows into their block,
-    so no permuted copy of K is made. A partial last block is averaged over its real keys.
+    k: (B, Hkv, Nk, D); key_perm: (B, Hp, Nk) or None. A partial last block is averaged over its real keys.
     """
     batch, kv_heads, nk, dim = k.shape
-    nkb = -(-nk // block_size)
-    counts = torch.full((nkb,), float(block_size), device=k.device)
-    counts[-1] = nk - (nkb - 1) * block_size
+    hp = kv_heads if key_perm is None else key_perm.shape[1]
     if key_perm is None:
-        padded = torch.nn.functional.pad(k.float(), (0, 0, 0, nkb * block_size - nk))
-        pooled = padded.view(batch, kv_heads, nkb, block_size, dim).sum(3) / counts[:, None]
-        return pooled.repeat_interleave(heads // kv_heads, dim=1)
-    hp = key_perm.shape[1]
-    inv = torch.argsort(key_perm, dim=-1)  # original index -> slot
-    block_of_key = (inv // block_size).long()  # (B, Hp, Nk)
-    group = hp // kv_heads
-    # flat target row (b, hp, block); one index_add per group member reads K once and never repeats it
-    pooled = torch.zeros(batch * hp * nkb, dim, device=k.device)
-    src = k.float().reshape(batch * kv_heads * nk, dim)
-    bk = torch.arange(batch * kv_heads, device=k.device).view(batch, kv_heads, 1)  # (b, kvh) pairs
-    for g in range(group):
-        heads_g = (bk // kv_heads) * hp + (bk % kv_heads) * group + g  # flat (b, hp) of member g
-        index = heads_g * nkb + block_of_key.view(batch, kv_heads, group, nk)[:, :, g]
-        pooled.index_add_(0, index.reshape(-1), src)
-    pooled = pooled.view(batch, hp, nkb, dim) / counts[:, None]
+        rows = k
+    else:  # gather permuted rows: a plain gather beats scattering with atomics on the GPU
+        src = k if hp == kv_heads else k.repeat_interleave(hp // kv_heads, dim=1)
+        rows = torch.gather(src, 2, key_perm[..., None].expand(-1, -1, -1, dim))
+    pooled = block_means(rows, block_size)
     return pooled.repeat_interleave(heads // hp, dim=1) if hp != heads else pooled
+
+
+def block_means(x: Tensor, block_size: int, front: int = 0) -> Tensor:
+    """(B, H, N, D) -> (B, H, ceil((front + N) / block_size), D) float32 block means over real rows.
+
+    ``front`` zero rows are placed before x so blocks align to absolute positions; padding is not averaged.
+    """
+    batch, heads, n, dim = x.shape
+    nb = -(-(front + n) // block_size)
+    back = nb * block_size - front - n
+    if front or back:
+        x = torch.nn.functional.pad(x, (0, 0, front, back))
+    sums = x.view(batch, heads, nb, block_size, dim).sum(3, dtype=torch.float32)
+    start = torch.arange(nb, device=x.device) * block_size
+    counts = (torch.clamp(start + block_size, max=front + n) - torch.clamp(start, min=front)).clamp(min=1)
+    return sums / counts[:, None].float()
 
 
 def query_permutation(

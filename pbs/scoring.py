@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .permutation import pooled_keys
+from .permutation import block_means, pooled_keys
 from .plan import num_blocks
 
 
@@ -41,20 +41,15 @@ def masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
 
 
 def pooled_queries(q: Tensor, query_perm: Tensor | None, seq_len_kv: int, block_size: int) -> Tensor:
-    """Mean of the (permuted) queries in each plan row: (B, H, R, D) float32."""
+    """Mean of the (permuted) queries in each plan row: (B, H, R, D) float32.
+
+    Rows are aligned to absolute positions, so queries are laid out from the first row's start (front
+    padding when Nk − Nq is not a multiple of block_size) and averaged over their real rows.
+    """
     batch, heads, nq, dim = q.shape
     q_offset = seq_len_kv - nq
-    first = q_offset // block_size
-    rows = num_blocks(seq_len_kv, block_size) - first
-    row_of_slot = (torch.arange(nq, device=q.device) + q_offset) // block_size - first  # (Nq,)
-    if query_perm is None:
-        row_of_query = row_of_slot.expand(batch, heads, nq)
-    else:
-        row_of_query = row_of_slot[torch.argsort(query_perm, dim=-1)]  # original row -> plan row
-    sums = torch.zeros(batch, heads, rows, dim, device=q.device)
-    sums.scatter_add_(2, row_of_query[..., None].expand(-1, -1, -1, dim), q.float())
-    counts = torch.bincount(row_of_slot, minlength=rows).clamp(min=1).float()
-    return sums / counts[:, None]
+    rows = q if query_perm is None else torch.gather(q, 2, query_perm[..., None].expand(-1, -1, -1, dim))
+    return block_means(rows, block_size, front=q_offset % block_size)
 
 
 def mean_pooled_block_probs(
