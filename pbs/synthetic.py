@@ -45,22 +45,27 @@ def structured_qkv(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """q (B, Hq, N, D), k and v (B, Hkv, N, D) with a sink, local windows and scattered heavy hitters."""
+    """q (B, Hq, N, D), k and v (B, Hkv, N, D) with a sink, local windows and scattered heavy hitters.
+
+    Built on ``device`` with a generator there (fast at 128K on a GPU); the same seed gives other numbers on
+    another device type, with the same structure. Generated in fp32, then cast to ``dtype``.
+    """
     if head_dim < 16:
         raise ValueError(f"head_dim must be >= 16 for the planted structure, got head_dim={head_dim}")
-    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
     group = q_heads // kv_heads
     scale = 1.0 / math.sqrt(head_dim)
     noise = structure.noise / head_dim**0.25  # noise logits ~ N(0, noise^2)
-    q = torch.randn(batch, q_heads, seq_len, head_dim, generator=gen) * noise
-    k = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen) * noise
-    v = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen)
+    q = torch.randn(batch, q_heads, seq_len, head_dim, generator=gen, device=device) * noise
+    k = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen, device=device) * noise
+    v = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen, device=device)
 
     # local window: q_i . k_j = a^2 * sum_f cos(w_f (i - j)) on the first 2F dims
     num_freq = head_dim // 8
     wavelengths = torch.logspace(math.log10(32), math.log10(1024), num_freq)
     angle = torch.arange(seq_len)[:, None] * (2 * math.pi / wavelengths)[None, :]  # (N, F)
-    feats = torch.cat([angle.cos(), angle.sin()], dim=-1)  # (N, 2F)
+    feats = torch.cat([angle.cos(), angle.sin()], dim=-1).to(device)  # (N, 2F)
     amp = math.sqrt(structure.local_logit / (num_freq * scale))
     q[..., : 2 * num_freq] = feats * amp
     k[..., : 2 * num_freq] = feats * amp
@@ -69,7 +74,7 @@ def structured_qkv(
     if structure.recency_logit > 0:
         wavelengths = torch.logspace(math.log10(1024), math.log10(8 * max(seq_len, 128)), num_freq)
         angle = torch.arange(seq_len)[:, None] * (2 * math.pi / wavelengths)[None, :]
-        feats = torch.cat([angle.cos(), angle.sin()], dim=-1)
+        feats = torch.cat([angle.cos(), angle.sin()], dim=-1).to(device)
         amp = math.sqrt(structure.recency_logit / (num_freq * scale))
         q[..., used : used + 2 * num_freq] = feats * amp
         k[..., used : used + 2 * num_freq] = feats * amp
@@ -77,14 +82,14 @@ def structured_qkv(
 
     # sink and heavy hitters along one unit direction per KV head, in the remaining dims
     rest = head_dim - used
-    u = torch.randn(batch, kv_heads, rest, generator=gen)
+    u = torch.randn(batch, kv_heads, rest, generator=gen, device=device)
     u = u / u.norm(dim=-1, keepdim=True)
     q_amp = math.sqrt(max(structure.heavy_logit, structure.sink_logit) / scale)
     heavy_amp = structure.heavy_logit / (scale * q_amp)
     sink_amp = structure.sink_logit / (scale * q_amp)
     q[..., used:] += q_amp * u.repeat_interleave(group, dim=1)[:, :, None, :]
     n_heavy = max(1, int(round(structure.heavy_fraction * seq_len)))
-    heavy = torch.randperm(seq_len, generator=gen)[:n_heavy]
+    heavy = torch.randperm(seq_len, generator=gen, device=device)[:n_heavy]
     k[:, :, heavy, used:] += heavy_amp * u[:, :, None, :]
     k[:, :, 0, used:] += sink_amp * u
-    return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+    return q.to(dtype), k.to(dtype), v.to(dtype)
