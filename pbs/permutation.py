@@ -23,12 +23,17 @@ def key_importance(q: Tensor, k: Tensor, block_size: int, segment_size: int, sca
     complete = (k.shape[2] // segment_size) * segment_size
     if complete == 0:
         return q.new_zeros(batch, heads, 0, dtype=torch.float32)
+    group = heads // kv_heads
     q_last = q[:, :, -block_size:]  # (B, Hq, m, D)
-    q_last = q_last.reshape(batch, kv_heads, heads // kv_heads * q_last.shape[2], dim)
-    # the matmul runs in the inputs' dtype (fp32 accumulation on GPUs); the softmax in fp32, as the paper
-    logits = torch.matmul(q_last, k[:, :, :complete].transpose(-1, -2)).float()  # (B, Hkv, G*m, G*S)
-    probs = torch.softmax(logits.mul_(scale), dim=-1).view(batch, heads, -1, complete)
-    return probs.mean(dim=2)
+    out = torch.empty(batch, heads, complete, dtype=torch.float32, device=q.device)
+    # one KV head at a time: fp32 scores are (group·m) × complete per KV head (256 MiB at 128K, not 2 GiB)
+    for h in range(kv_heads):
+        qh = q_last[:, h * group : (h + 1) * group].reshape(batch, 1, -1, dim)  # (B, 1, G*m, D)
+        # the matmul runs in the inputs' dtype (fp32 accumulation on GPUs); the softmax in fp32, as the paper
+        logits = torch.matmul(qh, k[:, h : h + 1, :complete].transpose(-1, -2)).float()  # (B, 1, G*m, G*S)
+        probs = torch.softmax(logits.mul_(scale), dim=-1).view(batch, group, -1, complete)
+        out[:, h * group : (h + 1) * group] = probs.mean(dim=2)
+    return out
 
 
 def sort_within_segments(importance: Tensor, seq_len: int, segment_size: int) -> Tensor:
@@ -72,11 +77,22 @@ def pooled_keys(k: Tensor, key_perm: Tensor | None, heads: int, block_size: int)
     batch, kv_heads, nk, dim = k.shape
     hp = kv_heads if key_perm is None else key_perm.shape[1]
     if key_perm is None:
-        rows = k
-    else:  # gather permuted rows: a plain gather beats scattering with atomics on the GPU
-        src = k if hp == kv_heads else k.repeat_interleave(hp // kv_heads, dim=1)
-        rows = torch.gather(src, 2, key_perm[..., None].expand(-1, -1, -1, dim))
-    pooled = block_means(rows, block_size)
+        pooled = block_means(k, block_size)
+    else:  # gather permuted rows one KV head at a time: no atomics, and no copy of K for all heads at once
+        per_kv = hp // kv_heads
+        pooled = torch.cat(
+            [
+                block_means(
+                    torch.gather(
+                        k[:, h : h + 1].expand(-1, per_kv, -1, -1), 2,
+                        key_perm[:, h * per_kv : (h + 1) * per_kv, :, None].expand(-1, -1, -1, dim),
+                    ),
+                    block_size,
+                )
+                for h in range(kv_heads)
+            ],
+            dim=1,
+        )
     return pooled.repeat_interleave(heads // hp, dim=1) if hp != heads else pooled
 
 
