@@ -31,7 +31,7 @@ def _attend_tiles(
     IDX, num, seq_len_kv, qk_scale,
     SPARSE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KEY_PERM: tl.constexpr, IS_FULL: tl.constexpr, IS_COLUMNS: tl.constexpr,
-    EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
+    EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Online-softmax update over the listed tiles (or, with IS_COLUMNS, over gathered key columns)."""
     offs_n = tl.arange(0, BLOCK_N)
@@ -61,7 +61,7 @@ def _attend_tiles(
             k = tl.load(k_ptrs)
         else:
             k = tl.load(k_ptrs, mask=key_ok[None, :] & d_ok[:, None], other=0.0)
-        qk = tl.dot(q, k) * qk_scale
+        qk = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale
         if IS_FULL:
             if not (EVEN_N and EVEN_M):
                 qk = tl.where(key_ok[None, :] & row_ok[:, None], qk, float("-inf"))
@@ -80,7 +80,7 @@ def _attend_tiles(
             v = tl.load(v_ptrs)
         else:
             v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, m_i, l_i
 
@@ -102,7 +102,7 @@ def _pbs_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     SPARSE_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KEY_PERM: tl.constexpr, HAS_QUERY_PERM: tl.constexpr, HAS_COLS: tl.constexpr,
-    EVEN_N: tl.constexpr, EVEN_M: tl.constexpr,
+    EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     tl.static_assert(SPARSE_BLOCK % BLOCK_M == 0)
     tl.static_assert(SPARSE_BLOCK % BLOCK_N == 0)
@@ -146,14 +146,14 @@ def _pbs_fwd_kernel(
     acc, m_i, l_i = _attend_tiles(
         acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
         stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, True, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD,
+        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, True, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
     )
     num = tl.load(PART_NUM + b * stride_pnb + h * stride_pnh + row)
     idx = PART_IDX + b.to(tl.int64) * stride_pib + h * stride_pih + row * stride_pir
     acc, m_i, l_i = _attend_tiles(
         acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
         stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD,
+        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
     )
     if HAS_COLS:
         num = tl.load(COL_NUM + b * stride_cnb + h * stride_cnh + row)
@@ -161,7 +161,7 @@ def _pbs_fwd_kernel(
         acc, m_i, l_i = _attend_tiles(
             acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
             stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-            SPARSE_BLOCK, BLOCK_N, False, False, True, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD,
+            SPARSE_BLOCK, BLOCK_N, False, False, True, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
         )
 
     # epilogue: rows that saw no key are 0
@@ -231,6 +231,8 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
         HAS_COLS=plan.col_indices is not None,
         EVEN_N=nk % plan.block_size == 0,
         EVEN_M=(nk - nq) % bm == 0 and nk % bm == 0,
+        # fp32 inputs get exact fp32 dots (as SDPA in fp32), not TF32
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=warps, num_stages=stages,
     )
     return out
