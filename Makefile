@@ -16,10 +16,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
 		echo "CUDA torch found: keeping it (venv with system site-packages)"; \
 		python3 -m venv --system-site-packages $(VENV); \
-		$(PIP) install -e ".[dev]"; \
+		$(PIP) install -e ".[dev,eval]"; \
 	else \
 		python3 -m venv $(VENV); \
-		$(PIP) install "$(TORCH_CPU)" "$(TRITON)" && $(PIP) install "$(TORCH_CPU)" -e ".[dev,triton]"; \
+		$(PIP) install "$(TORCH_CPU)" "$(TRITON)" && $(PIP) install "$(TORCH_CPU)" -e ".[dev,triton,eval]"; \
 	fi
 	@touch $@
 
