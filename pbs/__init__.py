@@ -1,5 +1,6 @@
 """pbs: permuted block-sparse attention (PBS-Attn) and the sparse-prefill baselines it is compared with."""
 
+from . import hf  # noqa: F401  transformers integration; imports transformers only inside its functions
 from .api import AttentionStats, sparse_attention
 from .config import (
     FlexPrefillConfig,
