@@ -4,8 +4,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_CPU := torch==2.13.0
 TRITON := triton==3.9.0
+RUN_DIR := results/default
+EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline \
+	$(PY) -m experiments.eval -m limit=2 results_dir=$(RUN_DIR) hydra.sweep.dir=outputs/make-run/$$(date +%s)
 
-.PHONY: help setup run test test-full lint clean
+.PHONY: help setup run demo test test-full lint clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,7 +26,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 	fi
 	@touch $@
 
-run: setup  ## the main job on the embedded default: every method on structured synthetic inputs (CPU)
+run: setup  ## the main job: every method on the embedded tiny model and the shipped LongBench fixtures (CPU, offline)
+	@rm -rf $(RUN_DIR)
+	$(EVAL) method=full
+	$(EVAL) method=pbs,oracle method.block_size=32 method.segment_size=64
+	$(EVAL) method=meanpool,xattention,minference,flexprefill method.block_size=32
+	$(PY) -m pbs.eval.report $(RUN_DIR)
+
+demo: setup  ## every method on structured synthetic attention inputs: density and error vs dense (CPU)
 	$(PY) scripts/demo.py
 
 test: setup  ## the test suite (CPU; Triton kernels under TRITON_INTERPRET=1)

@@ -7,26 +7,51 @@ A failure (an exception, CUDA out of memory) is recorded as a failed run and ret
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
+from pathlib import Path
 
 from .results import RunStore, run_id
 
 log = logging.getLogger(__name__)
 
 
-def resolve_model_path(model_cfg: dict) -> str:
-    """The model folder or hub id; ``path: null`` means the embedded tiny model (built on first use)."""
-    if model_cfg.get("path"):
-        return str(model_cfg["path"])
-    from .tiny_model import build_tiny_model
+class ModelUnavailableError(RuntimeError):
+    """A hub model that cannot be reached: says which, and how to use a local copy."""
 
-    return str(build_tiny_model())
+
+def resolve_model_path(model_cfg: dict) -> str:
+    """The model folder or hub id; ``path: null`` means the embedded tiny model (built on first use).
+
+    A hub id must be in the local Hugging Face cache or reachable; otherwise one clear error names it.
+    """
+    path = model_cfg.get("path")
+    if not path:
+        from .tiny_model import build_tiny_model
+
+        return str(build_tiny_model())
+    if Path(path).is_dir():
+        return str(path)
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(str(path), local_files_only=True, allow_patterns=["config.json"])
+        return str(path)
+    except Exception:  # noqa: BLE001  (not cached: fine if the hub is reachable)
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise ModelUnavailableError(
+                f"model {path!r} ({model_cfg.get('name')}) is not in the local Hugging Face cache and the hub is "
+                f"offline (HF_HUB_OFFLINE=1). Point the config at a local copy: model.path=/path/to/{Path(path).name} "
+                f"(a folder with config.json, the weights and the tokenizer), or download it where the hub is "
+                f"reachable (huggingface-cli download {path})."
+            ) from None
+        return str(path)
 
 
 def job_config(cfg: dict, method_name: str) -> dict:
     """The part of the config that defines a run (and its id): model, method, task, numerics."""
-    keep = ("model", "method", "task", "backend", "device", "dtype", "limit", "max_length", "apply_chat_template")
+    keep = ("model", "method", "task", "backend", "device", "dtype", "limit", "short_seq_policy")
     out = {key: cfg[key] for key in keep if key in cfg}
     out["method_name"] = method_name
     return out
@@ -61,7 +86,7 @@ def run_job(cfg: dict, method_name: str, *, command: str, group: str, job_num: i
     start = time.perf_counter()
     try:
         result = evaluate(
-            model_path=resolve_model_path(cfg["model"]),
+            model_path=resolve_model_path(cfg["model"]),  # raises ModelUnavailableError: recorded below
             method=method_name,
             method_kwargs=dict(cfg["method"]),
             tasks=list(cfg["task"]["tasks"]),
@@ -72,6 +97,7 @@ def run_job(cfg: dict, method_name: str, *, command: str, group: str, job_num: i
             device=device,
             dtype=dtype,
             apply_chat_template=cfg["model"].get("chat_template", True),
+            model_kwargs={"short_seq_policy": bool(cfg.get("short_seq_policy", False))},
         )
     except Exception as exc:  # noqa: BLE001  (any failure is recorded and the sweep goes on)
         error = f"{type(exc).__name__}: {exc}"

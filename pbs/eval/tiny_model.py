@@ -1,5 +1,5 @@
-"""The embedded default model until the trained proxy lands: a tiny Llama with random weights and a BPE
-tokenizer trained on the shipped fixture text. It exercises the whole pipeline offline on a CPU in seconds;
+"""The embedded default model until the trained proxy lands: a tiny random-weight Llama (GQA) and a byte-level
+BPE tokenizer trained on the shipped LongBench fixtures. It runs the whole pipeline offline on a CPU in seconds;
 its scores mean nothing.
 """
 
@@ -9,11 +9,8 @@ import json
 import os
 from pathlib import Path
 
-FIXTURES = Path(__file__).with_name("fixtures")
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
+from .data import FIXTURES_V1_DIR, FIXTURES_V2_FILE
+
 VERSION = "1"  # bump when the recipe changes: the cache folder is keyed by it
 
 
@@ -22,41 +19,56 @@ def default_path() -> Path:
     return cache / f"tiny-llama-v{VERSION}"
 
 
-def _corpus() -> list[str]:
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def fixture_text() -> list[str]:
     texts = []
-    for path in sorted(FIXTURES.rglob("*.json*")):
-        raw = path.read_text(encoding="utf-8")
-        records = [json.loads(line) for line in raw.splitlines() if line.strip()] if path.suffix == ".jsonl" \
-            else json.loads(raw)
-        for r in records:
-            texts.extend(str(r.get(key, "")) for key in ("context", "input", "question"))
-    return [t for t in texts if t] or ["the quick brown fox jumps over the lazy dog"]
+    for path in sorted(FIXTURES_V1_DIR.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            texts += [rec["context"], rec["input"], *rec["answers"]]
+    for rec in json.loads(FIXTURES_V2_FILE.read_text(encoding="utf-8")):
+        texts += [rec["context"], rec["question"]] + [rec[f"choice_{c}"] for c in "ABCD"]
+    return texts
 
 
-def build_tiny_model(path: str | Path | None = None, seed: int = 0) -> Path:
-    """Create (once) and return the folder of the tiny model: config, safetensors weights, tokenizer."""
+def build_tiny_model(out_dir: str | Path | None = None, *, vocab_size: int = 384, seed: int = 0) -> Path:
+    """Create (once) and return the tiny model's folder: config, weights, tokenizer (default: the user cache)."""
+    out_dir = Path(out_dir) if out_dir else default_path()
+    if (out_dir / "config.json").exists() and (out_dir / "tokenizer.json").exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    path = Path(path) if path else default_path()
-    if (path / "config.json").exists() and (path / "tokenizer.json").exists():
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    specials = ["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>"]
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
+    specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(_corpus(), trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tok.chat_template = CHAT_TEMPLATE
+    tok.train_from_iterator(fixture_text(), trainer=trainer)
+    from tokenizers import processors
+
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   additional_special_tokens=["<|user|>", "<|assistant|>"])
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out_dir)
+
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=32768,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                      bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+                      pad_token_id=fast.pad_token_id, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out_dir)
+    return out_dir
+

@@ -44,3 +44,12 @@ def test_launchers_compose(launcher, target):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_method_kwargs_from_strings_keep_none_as_a_permute_value():
+    from pbs.eval.lm import split_method_kwargs
+
+    method_kwargs, other = split_method_kwargs("oracle", {"permute": "none", "threshold": "0.8", "max_length": "9"})
+    assert method_kwargs == {"permute": "none", "threshold": 0.8}
+    assert other == {"max_length": "9"}
+    assert split_method_kwargs("flexprefill", {"max_budget": "null"})[0] == {"max_budget": None}

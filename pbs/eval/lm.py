@@ -1,0 +1,379 @@
+"""An lm-eval model ``pbs``: HFLM with a sparse-prefill method switched on and the LongBench inference protocol.
+
+    lm_eval ... --model pbs --model_args pretrained=PATH,method=pbs,threshold=0.9,max_length=127500
+    python -m pbs.eval run --model pbs --model_args ... --tasks pbs_longbench_hotpotqa   (registers it, adds tasks)
+
+Model args: everything :class:`lm_eval.models.huggingface.HFLM` takes (``pretrained``, ``dtype``, ``device``,
+``max_length``, ``tokenizer``, ...), plus
+
+- ``method`` (default ``"pbs"``): one of ``pbs.available_methods()``; ``"sdpa"`` leaves the model untouched;
+- ``backend`` (default ``"auto"``): the attention backend of ``pbs.sparse_attention`` -- *not* HFLM's ``backend``
+  (always ``"causal"`` here; ``hf_backend`` overrides it);
+- ``short_seq_policy`` (default True): passed to :func:`pbs.hf.enable`;
+- every field of the method's config dataclass (``dataclasses.fields(get_method(method).config_cls)``), e.g.
+  ``threshold=0.9,block_size=128``; numbers and booleans given as strings are parsed;
+- ``apply_chat_template`` (default False): wrap prompts in the tokenizer's chat template, LongBench style (below).
+  Use this instead of lm-eval's global ``--apply_chat_template`` (that one templates before truncation and for
+  every task).
+
+Protocol (``shared/research/baselines.md`` §4.4 / §4.6), batch size 1:
+
+1. middle truncation of the prompt to ``max_length`` tokens (first and last ``max_length // 2`` tokens, each half
+   decoded with ``skip_special_tokens=True``), *before* the chat template. ``max_length`` is LongBench's prompt
+   budget (``model2maxlen``: e.g. 127500 for a 128K model; new tokens come on top). Without an explicit
+   ``max_length`` the budget is the model's maximum length minus the request's ``max_gen_toks``;
+2. the chat template (one user message, generation prompt added) unless the task is trec, triviaqa, samsum,
+   lsht, lcc or repobench-p (or their ``_e`` variants) -- when ``apply_chat_template=True``;
+3. one prefill forward with ``logits_to_keep=1`` (no full-vocabulary logits for the prompt), then greedy decoding
+   over the KV cache; stops at an EOS id (tokenizer + generation config) or a stop string. samsum follows the
+   reference: its first new token may not be EOS or the newline token, and it stops at a newline;
+4. loglikelihood requests (e.g. lm-eval's ``longbench2_*``) run one prefill per distinct input with
+   ``logits_to_keep`` = the continuation length (one forward serves every single-token choice of a question);
+   an over-long context is middle-truncated on tokens, the continuation kept whole.
+
+Each request appends a record to ``self.request_log``: index (0 for the first request this model object serves --
+its prefill time includes one-off costs such as Triton JIT compilation, 2.5 s on an H100 for PBS), task, doc_id,
+prompt tokens, whether it was truncated / templated, prefill seconds (CUDA events on GPU, ``perf_counter`` on CPU),
+the prefill's mean density and per-layer density from the :class:`pbs.hf.StatsCollector`, dense-fallback reasons
+(e.g. the short-sequence policy), new tokens and the generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
+
+from .metrics import DATASET2METRIC, middle_truncate, middle_truncate_ids
+from .prompts import needs_chat_template
+
+eval_logger = logging.getLogger(__name__)
+
+NO_METHOD = ("sdpa", "none", "hf")  # leave the model's attention untouched
+_ENABLE_ARGS = ("short_seq_policy",)
+
+
+def parse_value(value: Any) -> Any:
+    """``"0.9"`` -> 0.9, ``"128"`` -> 128, ``"true"`` -> True, ``"null"``/``"None"`` -> None; anything else unchanged.
+
+    Lower-case ``"none"`` stays a string: it is a valid value (``permute="none"``).
+    """
+    if not isinstance(value, str):
+        return value
+    s = value.strip()
+    low = s.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if s in ("null", "None"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(s)
+        except ValueError:
+            pass
+    return s
+
+
+def split_method_kwargs(method: str, kwargs: dict) -> tuple[dict, dict]:
+    """``(method_kwargs, other_kwargs)``: the keys that are fields of the method's config dataclass, parsed."""
+    if method in NO_METHOD:
+        return {}, dict(kwargs)
+    from ..methods import get_method
+
+    fields = {f.name for f in dataclasses.fields(get_method(method).config_cls)}
+    method_kwargs = {k: parse_value(v) for k, v in kwargs.items() if k in fields}
+    other = {k: v for k, v in kwargs.items() if k not in fields}
+    return method_kwargs, other
+
+
+def task_kind(task_name: str | None) -> tuple[str | None, str | None]:
+    """``("v1", dataset)`` for a LongBench v1/E task (ours or lm-eval's), ``("v2", None)`` for LongBench v2
+    (ours: generative; lm-eval's ``longbench2_*``: loglikelihood), ``(None, None)`` otherwise."""
+    if not task_name:
+        return None, None
+    name = task_name
+    if name.startswith(("pbs_longbench_v2", "longbench2")):
+        return "v2", None
+    for prefix in ("pbs_longbench_", "longbench_"):
+        if name.startswith(prefix):
+            ds = name[len(prefix):]
+            base = ds.removesuffix("_e")
+            if base in DATASET2METRIC:
+                return "v1", ds
+    return None, None
+
+
+@register_model("pbs")
+class PBSLM(HFLM):
+    """HFLM + ``pbs.hf.enable`` + the LongBench protocol (see the module docstring)."""
+
+    def __init__(
+        self,
+        pretrained,
+        method: str = "pbs",
+        backend: str = "auto",
+        apply_chat_template: bool = False,
+        hf_backend: str = "causal",
+        batch_size: int | str = 1,
+        **kwargs,
+    ) -> None:
+        method = str(method)
+        method_kwargs, hf_kwargs = split_method_kwargs(method, kwargs)
+        enable_kwargs = {k: parse_value(hf_kwargs.pop(k)) for k in _ENABLE_ARGS if k in hf_kwargs}
+        if "max_length" in hf_kwargs:
+            hf_kwargs["max_length"] = parse_value(hf_kwargs["max_length"])
+        if str(batch_size) != "1":
+            raise ValueError(f"the pbs model runs one request at a time: batch_size must be 1, got {batch_size!r}")
+        super().__init__(pretrained=pretrained, backend=hf_backend, batch_size=1, **hf_kwargs)
+        self.method = method
+        self.attn_backend = backend
+        self.method_kwargs = method_kwargs
+        self.apply_chat_template_longbench = bool(parse_value(apply_chat_template))
+        self.request_log: list[dict] = []
+        self.collector = None
+        if method not in NO_METHOD:
+            import pbs.hf
+
+            pbs.hf.register()
+            self.collector = pbs.hf.enable(self.model, method=method, backend=backend, **enable_kwargs,
+                                           **method_kwargs)
+        self._eos_ids = self._collect_eos_ids()
+        # transformers >= 5.2x renamed the forward's `past_key_values` to `cache` (the old name warns)
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        nl = self.tokenizer.encode("\n", add_special_tokens=False)
+        self._newline_id = nl[-1] if nl else None
+
+    # ------------------------------------------------------------------------------------------------- helpers
+
+    def _next_index(self) -> int:
+        """Requests served by this model object so far (index 0 pays one-off costs such as Triton compilation)."""
+        self._served = getattr(self, "_served", -1) + 1
+        return self._served
+
+    def _collect_eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(gen_eos, int):
+            ids.add(gen_eos)
+        elif gen_eos:
+            ids.update(int(i) for i in gen_eos)
+        return ids
+
+    def _prompt_budget(self, max_gen_toks: int) -> int:
+        if self._max_length:  # explicit: LongBench's prompt budget (model2maxlen)
+            return int(self._max_length)
+        return int(self.max_length) - int(max_gen_toks)
+
+    def _timer(self):
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+
+            def stop() -> float:
+                end.record()
+                end.synchronize()
+                return start.elapsed_time(end) / 1000.0
+
+            return stop
+        t0 = time.perf_counter()
+        return lambda: time.perf_counter() - t0
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                              enabled=self.mixed_precision_dtype is not None)
+
+    def _prefill(self, input_ids: torch.Tensor, logits_to_keep: int, use_cache: bool = True):
+        """One forward over the prompt; returns (output, seconds, density summary or None).
+
+        ``use_cache=False`` for scoring-only prefills: no KV cache is kept (16 GB for Llama-3.1-8B at 128K).
+        """
+        if self.collector is not None:
+            self.collector.reset()
+        stop = self._timer()
+        with torch.no_grad(), self._autocast():
+            out = self.model(input_ids=input_ids, use_cache=use_cache, logits_to_keep=logits_to_keep)
+        seconds = stop()
+        summary = self.collector.summary() if self.collector is not None else None
+        return out, seconds, summary
+
+    @staticmethod
+    def _density_fields(summary: dict | None) -> dict:
+        if summary is None:
+            return {"density": None, "per_layer_density": None, "dense_fallbacks": None}
+        return {
+            "density": summary.get("mean_density"),
+            "per_layer_density": summary.get("per_layer"),
+            "dense_fallbacks": summary.get("dense_fallbacks") or None,
+        }
+
+    # ------------------------------------------------------------------------------------------------- generation
+
+    def _greedy(self, ids: list[int], max_new: int, until: list[str], *, samsum: bool, longbench: bool):
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out, seconds, summary = self._prefill(input_ids, logits_to_keep=1)
+        stop_ids = set(self._eos_ids)
+        if samsum and self._newline_id is not None:
+            stop_ids.add(self._newline_id)
+        new: list[int] = []
+        past = _cache_of(out)
+        logits = out.logits[0, -1]
+        with torch.no_grad(), self._autocast():
+            for step in range(max_new):
+                if samsum and step == 0 and stop_ids:  # the reference's min_length=context+1
+                    logits = logits.clone()
+                    logits[list(stop_ids)] = float("-inf")
+                tok = int(torch.argmax(logits))
+                if tok in stop_ids:
+                    break
+                new.append(tok)
+                if until:
+                    text = self.tok_decode(new)
+                    if _find_stop(text, until, skip_leading_newlines=longbench) is not None:
+                        break
+                if step + 1 == max_new:
+                    break
+                step_out = self.model(
+                    input_ids=torch.tensor([[tok]], dtype=torch.long, device=self.device),
+                    use_cache=True, logits_to_keep=1, **{self._cache_kw: past},
+                )
+                past = _cache_of(step_out)
+                logits = step_out.logits[0, -1]
+        del past, out
+        text = self.tok_decode(new)
+        cut = _find_stop(text, until, skip_leading_newlines=longbench) if until else None
+        if cut is not None:
+            text = text[:cut]
+        return text, len(new), seconds, summary
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        results = []
+        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="pbs generate_until"):
+            context, gen_kwargs = req.args
+            gen = dict(gen_kwargs or {})
+            until = gen.pop("until", None) or []
+            if isinstance(until, str):
+                until = [until]
+            max_new = int(gen.pop("max_gen_toks", self.max_gen_toks))
+            if gen.get("do_sample") and not getattr(self, "_warned_sampling", False):
+                self._warned_sampling = True
+                eval_logger.warning("the pbs model decodes greedily; do_sample=True in generation_kwargs is ignored")
+            kind, dataset = task_kind(req.task_name)
+            budget = self._prompt_budget(max_new)
+            prompt, truncated = middle_truncate(context, self.tokenizer, budget, joint_decode=(kind == "v2"))
+            templated = self.apply_chat_template_longbench and (kind != "v1" or needs_chat_template(dataset))
+            if templated:
+                prompt = self.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+            ids = self.tok_encode(prompt)
+            base = dataset[:-2] if dataset and dataset.endswith("_e") else dataset
+            text, n_new, seconds, summary = self._greedy(
+                ids, max_new, list(until), samsum=(base == "samsum"), longbench=kind == "v1"
+            )
+            self.request_log.append({
+                "index": self._next_index(),
+                "task": req.task_name,
+                "doc_id": req.doc_id,
+                "request_type": "generate_until",
+                "prompt_sha1": hashlib.sha1(context.encode("utf-8")).hexdigest(),
+                "prompt_tokens": len(ids),
+                "truncated": truncated,
+                "templated": templated,
+                "prefill_s": seconds,
+                **self._density_fields(summary),
+                "new_tokens": n_new,
+                "generation": text,
+            })
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+            results.append(text)
+        return results
+
+    # ------------------------------------------------------------------------------------------------- loglikelihood
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        self._ll_meta = [(r.task_name, r.doc_id) for r in requests]
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._ll_meta = None
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        """Batch 1, one forward per distinct input, ``logits_to_keep`` = the longest continuation among them."""
+        meta = getattr(self, "_ll_meta", None)
+        if meta is not None and len(meta) != len(requests):
+            meta = None
+        budget = self.max_length
+        prepared = []
+        for i, (_, ctx, cont) in enumerate(requests):
+            ctx, cut = self._fit_context(list(ctx), list(cont), int(budget))
+            inp = (ctx + cont)[:-1]
+            prepared.append((tuple(inp), cont, cut))
+        groups: dict[tuple, list[int]] = {}
+        for i, (inp, _, _) in enumerate(prepared):
+            groups.setdefault(inp, []).append(i)
+        res: list[tuple[float, bool] | None] = [None] * len(requests)
+        for inp, members in tqdm(groups.items(), disable=disable_tqdm or self.rank != 0, desc="pbs loglikelihood"):
+            keep = max(len(prepared[i][1]) for i in members)
+            inp_t = torch.tensor([inp], dtype=torch.long, device=self.device)
+            out, seconds, summary = self._prefill(inp_t, keep, use_cache=False)
+            logprobs = F.log_softmax(out.logits[0].float(), dim=-1)  # (keep, vocab)
+            del out
+            for i in members:
+                cont = prepared[i][1]
+                lp = logprobs[-len(cont):]
+                target = torch.tensor(cont, dtype=torch.long, device=lp.device)
+                greedy = bool((lp.argmax(-1) == target).all())
+                answer = (float(lp.gather(1, target[:, None]).sum()), greedy)
+                res[i] = answer
+                request_str = requests[i][0]
+                if request_str is not None:
+                    self.cache_hook.add_partial("loglikelihood", request_str, answer)
+            task, doc_id = meta[members[0]] if meta else (None, None)
+            self.request_log.append({
+                "index": self._next_index(),
+                "task": task,
+                "doc_id": doc_id,
+                "request_type": "loglikelihood",
+                "prompt_tokens": len(inp),
+                "truncated": any(prepared[i][2] for i in members),
+                "templated": False,
+                "prefill_s": seconds,
+                **self._density_fields(summary),
+                "continuations": len(members),
+            })
+        return res
+
+    @staticmethod
+    def _fit_context(ctx: list[int], cont: list[int], budget: int) -> tuple[list[int], bool]:
+        """Middle-truncate the context tokens so that ``len(ctx + cont) - 1 <= budget``; the continuation stays."""
+        room = budget - len(cont) + 1
+        if len(ctx) <= room:
+            return ctx, False
+        if room < 2:
+            raise ValueError(f"continuation of {len(cont)} tokens does not fit max_length={budget}")
+        head, tail = middle_truncate_ids(ctx, room)
+        return head + tail, True
+
+
+def _cache_of(out):
+    """The KV cache of a forward's output (``cache`` in transformers >= 5.2x, ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None) if "cache" in out else None
+    return cache if cache is not None else out["past_key_values"]
+
+
+def _find_stop(text: str, until: list[str], *, skip_leading_newlines: bool) -> int | None:
+    """Index of the earliest stop string in ``text`` (searched after the leading newlines for LongBench tasks, so
+    samsum's "\\n" stop acts on the first non-empty line, as the reference's stop token + first-line rule do)."""
+    start = len(text) - len(text.lstrip("\n")) if skip_leading_newlines else 0
+    hits = [i for i in (text.find(s, start) for s in until if s) if i >= 0]
+    return min(hits) if hits else None

@@ -1,0 +1,124 @@
+"""Functions the ``pbs_longbench*`` task YAMLs point at (``!function utils.<name>``).
+
+Data source (every v1 task): ``data_dir`` or ``data`` passed as task metadata (``TaskManager(metadata=
+{"data_dir": ...})``, ``python -m pbs.eval run ... --metadata '{"data": ...}'``, :func:`pbs.eval.run.evaluate`'s
+``data`` / ``data_dir``) or in the task's ``dataset_kwargs``; else ``$PBS_LONGBENCH_DIR``; else the shipped
+fixtures. ``"hub"`` reads ``THUDM/LongBench`` from the Hugging Face Hub. v2 likewise with ``v2_path`` (then
+``data_dir`` / ``data``) and ``$PBS_LONGBENCH_V2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pbs.eval import data as _data
+from pbs.eval import metrics as _metrics
+from pbs.eval import prompts as _prompts
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def _as_dataset_dict(records: list[dict]):
+    import datasets
+
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
+
+
+def _first(*values):
+    return next((v for v in values if v not in (None, "")), None)
+
+
+def load_v1(dataset: str, data_dir=None, data=None, **_ignored):
+    """``custom_dataset`` of the v1 / LongBench-E tasks: ``{"test": Dataset}`` in the THUDM schema.
+
+    ``data_dir`` (or ``data``): ``"fixtures"``, ``"hub"`` or a folder/file; unset: ``$PBS_LONGBENCH_DIR``, else the
+    fixtures. Other metadata (lm-eval passes the model args too) is ignored.
+    """
+    source = _data.resolve_v1_source(_first(data_dir, data))
+    return _as_dataset_dict(_data.load_longbench(dataset, source))
+
+
+def load_v2(v2_path=None, data_dir=None, data=None, **_ignored):
+    """``custom_dataset`` of ``pbs_longbench_v2``: ``{"test": Dataset}`` in the v2 schema (``v2_path``, else
+    ``data_dir`` / ``data`` -- a v2 file or a folder holding ``longbench_v2.json`` / ``data.json`` -- else
+    ``$PBS_LONGBENCH_V2``, else the fixture file)."""
+    source = _data.resolve_v2_source(_first(v2_path, data_dir, data))
+    return _as_dataset_dict(_data.load_longbench_v2(source))
+
+
+# ----------------------------------------------------------------------------------------------- v1
+
+
+def doc_to_target(doc: dict) -> list[str]:
+    return list(doc["answers"])
+
+
+def _bucket_key(bucket: str) -> str:
+    return {"0-4k": "score_0_4k", "4-8k": "score_4_8k", "8k+": "score_8k_plus"}[bucket]
+
+
+def _make_v1(dataset: str):
+    metric_name = _metrics.DATASET2METRIC[_metrics.base_dataset(dataset)].__name__
+    is_e = dataset.endswith("_e")
+
+    def doc_to_text(doc: dict) -> str:
+        return _prompts.build_prompt(dataset, doc)
+
+    def process_results(doc: dict, results: list[str]) -> dict:
+        score = _metrics.score_sample(dataset, results[0], doc["answers"], doc.get("all_classes"))
+        out = {"score": score, metric_name: score}
+        if is_e:
+            bucket = _metrics.length_bucket(doc["length"])
+            for b in _metrics.LENGTH_BUCKETS:
+                out[_bucket_key(b)] = score if b == bucket else None
+        return out
+
+    doc_to_text.__name__ = f"doc_to_text_{_ident(dataset)}"
+    process_results.__name__ = f"process_results_{_ident(dataset)}"
+    return doc_to_text, process_results
+
+
+def _ident(dataset: str) -> str:
+    return dataset.replace("-", "_")
+
+
+for _name in list(_metrics.DATASETS) + [f"{n}_e" for n in _metrics.LONGBENCH_E]:
+    _dtt, _pr = _make_v1(_name)
+    globals()[_dtt.__name__] = _dtt
+    globals()[_pr.__name__] = _pr
+del _name, _dtt, _pr
+
+
+def aggregate_score(items: list) -> float:
+    """A v1 dataset score: ``round(100 * mean, 2)`` over the samples (None entries -- other buckets -- skipped)."""
+    return _metrics.aggregate(x for x in items if x is not None)
+
+
+# ----------------------------------------------------------------------------------------------- v2
+
+
+def doc_to_text_v2(doc: dict) -> str:
+    return _prompts.build_v2_prompt(doc)
+
+
+def doc_to_target_v2(doc: dict) -> str:
+    return doc["answer"]
+
+
+def process_results_v2(doc: dict, results: list[str]) -> dict:
+    pred = _metrics.extract_v2_answer(results[0])
+    correct = 1.0 if pred == doc["answer"] else 0.0
+    out = {"acc": correct}
+    for key in ("easy", "hard"):
+        out[f"acc_{key}"] = correct if doc["difficulty"] == key else None
+    for key in ("short", "medium", "long"):
+        out[f"acc_{key}"] = correct if doc["length"] == key else None
+    return out
+
+
+def aggregate_acc(items: list) -> float:
+    """v2 accuracy in percent, one decimal (the reference's ``result.py``); NaN with no questions."""
+    vals = [x for x in items if x is not None]
+    if not vals:
+        return math.nan
+    return round(100 * sum(vals) / len(vals), 1)
