@@ -40,6 +40,12 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
 
 
+def _check_segment_size(segment_size, block_size) -> None:
+    _check_positive_int("segment_size", segment_size)
+    if segment_size % block_size:
+        raise ValueError(f"segment_size must be a multiple of block_size ({block_size}), got segment_size={segment_size!r}")
+
+
 def _check_stride(stride, block_size) -> None:
     if not _is_pow2(stride) or stride > block_size:
         raise ValueError(f"stride must be a power of two <= block_size ({block_size}), got stride={stride!r}")
@@ -65,12 +71,7 @@ class PBSConfig:
 
     def __post_init__(self):
         _check_block_size("block_size", self.block_size)
-        _check_positive_int("segment_size", self.segment_size)
-        if self.segment_size % self.block_size:
-            raise ValueError(
-                f"segment_size must be a multiple of block_size ({self.block_size}), "
-                f"got segment_size={self.segment_size!r}"
-            )
+        _check_segment_size(self.segment_size, self.block_size)
         _check_threshold(self.threshold)
         _check_choice("permute", self.permute, PERMUTE_MODES)
         _check_choice("scoring", self.scoring, SCORING_MODES)
@@ -160,12 +161,7 @@ class OracleConfig:
 
     def __post_init__(self):
         _check_block_size("block_size", self.block_size)
-        _check_positive_int("segment_size", self.segment_size)
-        if self.segment_size % self.block_size:
-            raise ValueError(
-                f"segment_size must be a multiple of block_size ({self.block_size}), "
-                f"got segment_size={self.segment_size!r}"
-            )
+        _check_segment_size(self.segment_size, self.block_size)
         _check_threshold(self.threshold)
         _check_choice("permute", self.permute, ("none", "key"))
 

@@ -20,3 +20,15 @@ def causal_attention_f64(q, k, v, scale=None):
 
 def rel_err(out, ref):
     return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+# every method at its densest setting (small blocks/segments so short sequences span many of them)
+DENSEST = {
+    "full": {},
+    "pbs": dict(threshold=1, block_size=16, segment_size=32),
+    "meanpool": dict(threshold=1, block_size=16),
+    "xattention": dict(threshold=1, block_size=16, stride=4),
+    "minference": dict(vertical_size=10**6, slash_size=10**6, block_size=16),
+    "flexprefill": dict(gamma=1, block_size=16),
+    "oracle": dict(threshold=1, block_size=16, segment_size=32),
+}

@@ -6,18 +6,8 @@ import pytest
 import torch
 
 import pbs
-from tests.reference import causal_attention_f64, rel_err
+from tests.reference import DENSEST, causal_attention_f64, rel_err
 
-# small blocks and segments so that short sequences span many segments
-DENSEST = {
-    "full": {},
-    "pbs": dict(threshold=1, block_size=16, segment_size=32),
-    "meanpool": dict(threshold=1, block_size=16),
-    "xattention": dict(threshold=1, block_size=16, stride=4),
-    "minference": dict(vertical_size=10**6, slash_size=10**6, block_size=16),
-    "flexprefill": dict(gamma=1, block_size=16),
-    "oracle": dict(threshold=1, block_size=16, segment_size=32),
-}
 PBS_VARIANTS = [
     dict(permute="key"),
     dict(permute="query"),

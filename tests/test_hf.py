@@ -16,16 +16,8 @@ from transformers import DynamicCache
 
 import pbs
 import pbs.hf
+from tests.reference import DENSEST
 
-DENSEST = {
-    "full": {},
-    "pbs": dict(threshold=1, block_size=16, segment_size=32),
-    "meanpool": dict(threshold=1, block_size=16),
-    "xattention": dict(threshold=1, block_size=16, stride=4),
-    "minference": dict(vertical_size=10**6, slash_size=10**6, block_size=16),
-    "flexprefill": dict(gamma=1, block_size=16),
-    "oracle": dict(threshold=1, block_size=16, segment_size=32),
-}
 SPARSE = {
     "full": {},
     "pbs": dict(threshold=0.9, block_size=16, segment_size=32),
