@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402,F401  (installed by the eval extra)
 from transformers import DynamicCache
 
 import pbs

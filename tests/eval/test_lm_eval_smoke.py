@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("lm_eval")
 
 from pbs.eval import data
 from pbs.eval.prompts import build_prompt, build_v2_prompt
