@@ -9,7 +9,7 @@ from pbs.eval.results import RunStore, run_id
 
 def _cfg(tmp_path, threshold=0.9):
     return {
-        "model": {"name": "m", "path": "/nonexistent", "max_length": 100},
+        "model": {"name": "m", "path": str(tmp_path), "max_length": 100},  # an existing folder: no hub lookup
         "method": {"threshold": threshold},
         "task": {"name": "t", "data": "fixtures", "tasks": ["a", "b"]},
         "backend": "torch", "device": "cpu", "dtype": "float32", "limit": 2,
