@@ -85,8 +85,10 @@ def run_job(cfg: dict, method_name: str, *, command: str, group: str, job_num: i
     device, dtype = resolve_device(cfg["device"], cfg["dtype"], job_num)
     start = time.perf_counter()
     try:
+        model_path = resolve_model_path(cfg["model"])  # raises ModelUnavailableError: recorded below
+        _set_ruler_env(cfg["task"], model_path)
         result = evaluate(
-            model_path=resolve_model_path(cfg["model"]),  # raises ModelUnavailableError: recorded below
+            model_path=model_path,
             method=method_name,
             method_kwargs=dict(cfg["method"]),
             tasks=list(cfg["task"]["tasks"]),
@@ -110,6 +112,15 @@ def run_job(cfg: dict, method_name: str, *, command: str, group: str, job_num: i
     store.save(rid, run_cfg, "ok", prov, metrics=metrics, generations=result.get("generations", []))
     _log_wandb(cfg, run_cfg, rid, group, metrics, None)
     return {"run_id": rid, "status": "ok", "metrics": metrics}
+
+
+def _set_ruler_env(task_cfg: dict, model_path: str) -> None:
+    """The RULER-style tasks read their lengths, sample count, seed and tokenizer from the environment."""
+    if "lengths" in task_cfg:
+        os.environ["PBS_RULER_LENGTH"] = ",".join(str(n) for n in task_cfg["lengths"])
+        os.environ["PBS_RULER_SAMPLES"] = str(task_cfg.get("samples", 20))
+        os.environ["PBS_RULER_SEED"] = str(task_cfg.get("seed", 42))
+        os.environ["PBS_RULER_TOKENIZER"] = model_path
 
 
 def _log_wandb(cfg: dict, run_cfg: dict, rid: str, group: str, metrics: dict | None, error: str | None) -> None:

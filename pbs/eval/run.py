@@ -221,7 +221,7 @@ def evaluate(
                       **(model_kwargs or {}))
     lm.request_log.clear()
     if include_defaults is None:
-        include_defaults = any(not t.startswith(_OWN_PREFIX) for t in tasks)
+        include_defaults = any(not t.startswith((_OWN_PREFIX, "pbs_ruler")) for t in tasks)
     paths = [str(TASKS_DIR)]
     if include_path is not None:
         extra = [include_path] if isinstance(include_path, (str, os.PathLike)) else list(include_path)
