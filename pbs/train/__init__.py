@@ -1,0 +1,1 @@
+"""Training utilities (proxy long-context model: pbs.train.proxy)."""

@@ -1,0 +1,91 @@
+"""CPU smoke test of pbs.train.proxy: train, checkpoint, resume, export, reload, retrieval eval."""
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+OmegaConf = pytest.importorskip("omegaconf").OmegaConf
+
+from pbs.train import proxy
+
+CONF = Path(__file__).resolve().parent.parent / "conf" / "train_proxy.yaml"
+
+
+def _cfg(tmp_path, **train):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF), resolve=False)
+    cfg.pop("hydra", None)
+    tiny = {
+        "device": "cpu",
+        "max_corpus_chars": 300_000,
+        "tokenizer": {"vocab_size": 512},
+        "model": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 32,
+            "intermediate_size": 128,
+            "max_position_embeddings": 1024,
+        },
+        "curriculum": [{"length": 256, "until": 1.0}],
+        "train": {"tokens_per_step": 1024, "warmup_steps": 2, "log_every": 1, **train},
+        "eval": {"every": 3, "n_samples": 2, "final": True},
+        "checkpoint": {"every": 3, "keep": 2},
+        "run_dir": str(tmp_path / "run"),
+        "out_dir": str(tmp_path / "export"),
+        "progress_bar": False,
+    }
+    return _deep(cfg, tiny)
+
+
+def _deep(base, new):
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def test_yaml_matches_defaults():
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF), resolve=False)
+    cfg.pop("hydra", None)
+    assert cfg == proxy.DEFAULT_CONFIG
+
+
+def test_train_resume_export(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    s1 = proxy.train(_cfg(tmp_path, max_steps=3))
+    assert s1["step"] == 3
+    ckpt = proxy.latest_checkpoint(tmp_path / "run")
+    assert ckpt is not None and ckpt.name == "step_00000003" and (ckpt / "state.pt").exists()
+
+    s2 = proxy.train(_cfg(tmp_path, max_steps=5) | {"resume": True})
+    assert s2["step"] == 5
+    assert proxy.latest_checkpoint(tmp_path / "run").name == "step_00000005"
+    assert 0.0 <= s2["eval_acc"] <= 1.0
+
+    log = (tmp_path / "export" / "training_log.csv").read_text().splitlines()
+    steps = [int(r.split(",")[0]) for r in log[1:]]
+    assert steps == sorted(steps) and set(range(1, 6)) <= set(steps)  # resumed rows continue the step count
+
+    out = tmp_path / "export"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.num_key_value_heads == 1 and model.config.tie_word_embeddings
+    ids = tok("The special magic number is 1234567.", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tok.bos_token_id
+    assert tok.decode(ids[0], skip_special_tokens=True) == "The special magic number is 1234567."
+    assert model(ids).logits.shape[-1] == len(tok)
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    assert chat.endswith("<|assistant|>\n")
+    assert all(p.stat().st_size < 16 * 2**20 for p in out.iterdir())
+
+    data = proxy.RetrievalData(
+        tok, proxy.encode_corpus(tok, proxy.load_corpus_text(max_chars=100_000)[0]), proxy.DEFAULT_CONFIG["data"]
+    )
+    acc = proxy.evaluate_retrieval(model, data, 256, 2, 0, model.device)
+    assert 0.0 <= acc <= 1.0
