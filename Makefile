@@ -8,7 +8,7 @@ RUN_DIR := results/default
 EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline \
 	$(PY) -m experiments.eval -m limit=2 results_dir=$(RUN_DIR) hydra.sweep.dir=outputs/make-run/$$(date +%s)
 
-.PHONY: help setup run demo test test-full lint clean
+.PHONY: help setup run demo reproduce-tables test test-full lint clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,9 @@ run: setup  ## the main job: every method on the embedded tiny model and the shi
 	$(EVAL) method=pbs,oracle method.block_size=32 method.segment_size=64
 	$(EVAL) method=meanpool,xattention,minference,flexprefill method.block_size=32
 	$(PY) -m pbs.eval.report $(RUN_DIR)
+
+reproduce-tables: setup  ## rebuild results/tables/ from the committed results
+	$(PY) scripts/make_tables.py
 
 demo: setup  ## every method on structured synthetic attention inputs: density and error vs dense (CPU)
 	$(PY) scripts/demo.py

@@ -1,0 +1,93 @@
+"""Build the tables in results/tables/ from the committed results (never typed by hand).
+
+    python scripts/make_tables.py            # or: make reproduce-tables
+
+- results/tables/kernels-<gpu>.md: dense backends, our kernel and PBS end to end per length, from
+  results/kernels/<gpu>.csv (ratios against cuDNN SDPA measured in the same run).
+- results/tables/eval.md: mean score, density and prefill time per (model, method, kwargs) and per task, from
+  results/index.csv (the evaluation runs' index), with the run ids they come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kernel_table(csv_path: Path) -> str:
+    rows = list(csv.DictReader(csv_path.open()))
+
+    def get(section, variant, n):
+        return next((r for r in rows if r["section"] == section and r["variant"] == variant
+                     and int(r["seq_len"]) == n), None)
+
+    lengths = sorted({int(r["seq_len"]) for r in rows})
+    source = csv_path.relative_to(ROOT) if csv_path.is_relative_to(ROOT) else csv_path
+    out = [f"# Kernel speed: {csv_path.stem} (from {source})", "",
+           "| N | cuDNN SDPA ms | flash SDPA | FlexAttention | ours, all tiles | PBS end to end (density, overhead) "
+           "| PBS vs cuDNN |", "|---|---|---|---|---|---|---|"]
+    for n in lengths:
+        cudnn = get("dense", "sdpa_cudnn", n)
+        if cudnn is None or not cudnn["median_ms"]:
+            continue
+        base = float(cudnn["median_ms"])
+
+        def cell(section, variant):
+            r = get(section, variant, n)
+            return f"{float(r['median_ms']):.3g} ({base / float(r['median_ms']):.2f}×)" if r and r["median_ms"] else "—"
+
+        p = get("methods", "pbs", n)
+        pbs_cell = (f"{float(p['total_ms']):.3g} ({float(p['density']):.2f}, {float(p['overhead_pct']):.0f}%)"
+                    if p and p["total_ms"] else "—")
+        speed = f"{float(p['speedup_vs_fastest_dense']):.2f}×" if p and p["speedup_vs_fastest_dense"] else "—"
+        out.append(f"| {n // 1024}K | {base:.3g} | {cell('dense', 'sdpa_flash')} | {cell('dense', 'flex_causal')} | "
+                   f"{cell('dense', 'ours_dense')} | {pbs_cell} | {speed} |")
+    return "\n".join(out) + "\n"
+
+
+def eval_table(index_path: Path) -> str:
+    rows = [r for r in csv.DictReader(index_path.open()) if r["status"] == "ok" and r["score"]]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["method"], r["method_kwargs"])].append(r)
+    tasks = sorted({r["task"] for r in rows})
+    out = [f"# Evaluation runs (from {index_path.relative_to(ROOT) if index_path.is_relative_to(ROOT) else index_path})",
+           "", "| model | method | kwargs | mean score | density | prefill ms | " + " | ".join(tasks) + " | runs |",
+           "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|"]
+    for (model, method, kwargs), rs in sorted(groups.items()):
+        by_task = {r["task"]: float(r["score"]) for r in rs}
+        mean = sum(by_task.values()) / len(by_task)
+        density = rs[0]["density"] and f"{float(rs[0]['density']):.3f}"
+        prefill = rs[0]["prefill_ms"] and f"{float(rs[0]['prefill_ms']):.1f}"
+        cells = " | ".join(f"{by_task[t]:.2f}" if t in by_task else "—" for t in tasks)
+        runs = ", ".join(sorted({r["run_id"] for r in rs}))
+        out.append(f"| {model} | {method} | `{kwargs}` | {mean:.2f} | {density} | {prefill} | {cells} | {runs} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+    tables = args.results / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    written = []
+    for csv_path in sorted((args.results / "kernels").glob("*.csv")):
+        path = tables / f"kernels-{csv_path.stem}.md"
+        path.write_text(kernel_table(csv_path))
+        written.append(path)
+    if (args.results / "index.csv").exists():
+        path = tables / "eval.md"
+        path.write_text(eval_table(args.results / "index.csv"))
+        written.append(path)
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()
