@@ -107,26 +107,30 @@ def render() -> dict[Path, str]:
     return files
 
 
+def stale(files: dict[Path, str], folder: Path) -> list[Path]:
+    """Generated files that are missing or differ, plus YAMLs in ``folder`` that nothing generates."""
+    out = [p for p, text in files.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    return out + [p for p in folder.glob("*.yaml") if p not in files]
+
+
+def write_or_check(files: dict[Path, str], folder: Path, argv: list[str]) -> int:
+    """``--check``: list stale files, exit 1 if any; otherwise write every file."""
+    if "--check" in argv:
+        for p in stale(files, folder):
+            print(f"stale: {p.name}")
+        return 1 if stale(files, folder) else 0
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+    print(f"wrote {len(files)} task files to {folder}")
+    return 0
+
+
 def stale_files() -> list[Path]:
-    files = render()
-    stale = [p for p, text in files.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
-    known = set(files)
-    stale += [p for p in HERE.glob("*.yaml") if p not in known]  # leftovers
-    return stale
+    return stale(render(), HERE)
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--check" in argv:
-        stale = stale_files()
-        for p in stale:
-            print(f"stale: {p.name}")
-        return 1 if stale else 0
-    for path, text in render().items():
-        path.write_text(text, encoding="utf-8")
-    print(f"wrote {len(render())} task files to {HERE}")
-    return 0
-
+    return write_or_check(render(), HERE, sys.argv[1:] if argv is None else argv)
 
 if __name__ == "__main__":
     sys.exit(main())

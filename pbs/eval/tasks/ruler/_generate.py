@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pbs.eval.ruler.generate import TASKS
+from pbs.eval.tasks._generate import stale, write_or_check
 
 HERE = Path(__file__).resolve().parent
 VERSION = "1.0"
@@ -58,25 +59,11 @@ def render() -> dict[Path, str]:
 
 
 def stale_files() -> list[Path]:
-    files = render()
-    stale = [p for p, text in files.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
-    stale += [p for p in HERE.glob("*.yaml") if p not in files]  # leftovers
-    return stale
+    return stale(render(), HERE)
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--check" in argv:
-        stale = stale_files()
-        for p in stale:
-            print(f"stale: {p.name}")
-        return 1 if stale else 0
-    files = render()
-    for path, text in files.items():
-        path.write_text(text, encoding="utf-8")
-    print(f"wrote {len(files)} task files to {HERE}")
-    return 0
-
+    return write_or_check(render(), HERE, sys.argv[1:] if argv is None else argv)
 
 if __name__ == "__main__":
     sys.exit(main())
