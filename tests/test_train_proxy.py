@@ -29,9 +29,9 @@ def _cfg(tmp_path, **train):
             "intermediate_size": 128,
             "max_position_embeddings": 1024,
         },
-        "curriculum": [{"length": 256, "until": 1.0}],
+        "curriculum": [{"length": 512, "until": 1.0}],
         "train": {"tokens_per_step": 1024, "warmup_steps": 2, "log_every": 1, **train},
-        "eval": {"every": 3, "n_samples": 2, "final": True},
+        "eval": {"every": 3, "n_samples": 1, "final": True, "final_lengths": [512]},
         "checkpoint": {"every": 3, "keep": 2},
         "run_dir": str(tmp_path / "run"),
         "out_dir": str(tmp_path / "export"),
@@ -66,7 +66,7 @@ def test_train_resume_export(tmp_path):
     s2 = proxy.train(_cfg(tmp_path, max_steps=5) | {"resume": True})
     assert s2["step"] == 5
     assert proxy.latest_checkpoint(tmp_path / "run").name == "step_00000005"
-    assert 0.0 <= s2["eval_acc"] <= 1.0
+    assert 0.0 <= s2["eval_acc"] <= 1.0 and set(s2["final_scores"]) == {"512"}
 
     log = (tmp_path / "export" / "training_log.csv").read_text().splitlines()
     steps = [int(r.split(",")[0]) for r in log[1:]]
@@ -84,8 +84,8 @@ def test_train_resume_export(tmp_path):
     assert chat.endswith("<|assistant|>\n")
     assert all(p.stat().st_size < 16 * 2**20 for p in out.iterdir())
 
-    data = proxy.RetrievalData(
-        tok, proxy.encode_corpus(tok, proxy.load_corpus_text(max_chars=100_000)[0]), proxy.DEFAULT_CONFIG["data"]
-    )
-    acc = proxy.evaluate_retrieval(model, data, 256, 2, 0, model.device)
-    assert 0.0 <= acc <= 1.0
+    from pbs.train.tasks import TaskSampler
+
+    scores = proxy.evaluate_tasks(model, TaskSampler(tok, (0.95, 1.0)), ["niah_single_1", "vt"], 512, 1, 0,
+                                  model.device)
+    assert set(scores) == {"niah_single_1", "vt"} and all(0.0 <= v <= 1.0 for v in scores.values())

@@ -3,10 +3,10 @@
 Library only (no Hydra): ``train(cfg)`` takes a plain nested dict shaped like conf/train_proxy.yaml
 (missing keys fall back to DEFAULT_CONFIG). Hydra front end: experiments/train_proxy.py.
 
-Data: a text corpus (the RULER helper's KJV text at pbs/eval/ruler/data/kjv.txt.gz when present, else the
-LongBench fixture contexts) is tokenized once; each batch row is either a plain LM window (loss on every
-token) or a retrieval sample: a haystack window with 1-4 inserted needles
-"The special magic number for <uuid> is <7 digits>." and a final question, loss on the answer only.
+Data (:class:`ProxyData`): each batch row is either a plain LM window of the corpus (the shipped KJV by default;
+loss on every token) or a sample of one of the RULER tasks of the evaluation suite, built in token space by
+:mod:`pbs.train.tasks` on haystacks from the first 95% of the KJV verses (loss on the answer and eos only).
+Batches are pure functions of (seed, step) and are built ahead of the GPU in worker processes.
 The sequence length follows a curriculum over training progress, with batch = tokens_per_step // length.
 Progress is max(step / max_steps, train_seconds / (60 * max_minutes)), so LR schedule and curriculum also
 work under a time budget. Checkpoints (model, optimizer, step, elapsed, RNG states) are resumable.
@@ -47,7 +47,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "compile": False,
     "corpus": "auto",
     "max_corpus_chars": None,
-    "tokenizer": {"vocab_size": 4096, "min_frequency": 2},
+    "tokenizer": {"path": None, "vocab_size": 4096, "min_frequency": 2},
     "model": {
         "hidden_size": 384,
         "num_hidden_layers": 6,
@@ -62,19 +62,22 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "initializer_range": 0.02,
     },
     "data": {
-        "retrieval_fraction": 0.5,
-        "retrieval_loss_weight": 0.5,
-        "min_needles": 1,
-        "max_needles": 4,
-        "value_digits": 7,
+        "lm_fraction": 0.1,
+        "task_weights": {t: 1.0 for t in (
+            "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey", "niah_multivalue",
+            "niah_multiquery", "vt", "kv_retrieval")},
+        "retrieval_loss_weight": 0.8,
         "heldout_fraction": 0.05,
+        "workers": "auto",
     },
     "curriculum": [
-        {"length": 1024, "until": 0.3},
+        {"length": 512, "until": 0.2},
+        {"length": 1024, "until": 0.35},
         {"length": 2048, "until": 0.5},
-        {"length": 4096, "until": 0.7},
-        {"length": 8192, "until": 0.85},
-        {"length": 16384, "until": 1.0},
+        {"length": 4096, "until": 0.65},
+        {"length": 8192, "until": 0.8},
+        {"length": 16384, "until": 0.95},
+        {"length": 32768, "until": 1.0},
     ],
     "train": {
         "tokens_per_step": 65536,
@@ -88,7 +91,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "grad_clip": 1.0,
         "log_every": 10,
     },
-    "eval": {"every": 500, "n_samples": 16, "final": True},
+    "eval": {"every": 1000, "n_samples": 4, "final": True, "final_lengths": [4096, 16384]},
     "checkpoint": {"every": 1000, "keep": 2},
     "resume": False,
     "run_dir": "outputs/train_proxy/run",
@@ -204,99 +207,108 @@ def encode_corpus(tokenizer, text: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------- data
 
 
-class RetrievalData:
-    """LM windows and passkey/key-value retrieval samples over a tokenized corpus (train / held-out split)."""
+class ProxyData:
+    """Training batches: plain LM windows of the corpus and RULER-task samples (:mod:`pbs.train.tasks`).
 
-    def __init__(self, tokenizer, ids: np.ndarray, dcfg: dict):
-        self.tok = tokenizer
-        self.cfg = dcfg
-        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        n = len(ids)
-        h = min(n // 2, max(int(n * dcfg["heldout_fraction"]), 8192))
-        self.train_ids, self.held_ids = ids[: n - h], ids[n - h :]
-        # sentence / line ends: needles go right after them
-        ends = np.zeros(len(tokenizer), dtype=bool)
-        for t, i in tokenizer.get_vocab().items():
-            s = tokenizer.convert_tokens_to_string([t])
-            ends[i] = s.endswith((".", "\n", "!", "?"))
-        self.train_ends, self.held_ends = ends[self.train_ids], ends[self.held_ids]
+    LM rows have loss on every token; task rows on the answer (+ eos) only. Task haystacks come from the first
+    ``1 - heldout_fraction`` of the KJV verses, held-out samples (:meth:`heldout_sampler`) from the rest.
+    Every batch is a pure function of ``(batch, length, seed)``, so any process can build it.
+    """
 
-    def _enc(self, s: str) -> list[int]:
-        return self.tok.backend_tokenizer.encode(s, add_special_tokens=False).ids
+    def __init__(self, tokenizer, lm_ids: np.ndarray, dcfg: dict):
+        from pbs.train.tasks import TASKS, TaskSampler
 
-    @staticmethod
-    def _window(ids: np.ndarray, ends: np.ndarray, n: int, rng: np.random.Generator):
-        if n <= 0:
-            return ids[:0], ends[:0]
-        start = int(rng.integers(0, len(ids)))
-        idx = (start + np.arange(n)) % len(ids)  # wraps: short corpora still give long windows
-        return ids[idx], ends[idx]
+        unknown = sorted(set(dcfg["task_weights"]) - set(TASKS))
+        if unknown:
+            raise ValueError(f"data.task_weights names unknown tasks {unknown}; known: {list(TASKS)}")
+        self.tok, self.cfg = tokenizer, dcfg
+        self.lm_ids = lm_ids
+        self.tasks = [t for t, w in dcfg["task_weights"].items() if w > 0]
+        w = np.array([dcfg["task_weights"][t] for t in self.tasks], dtype=float)
+        self.task_p = w / w.sum()
+        self.sampler = TaskSampler(tokenizer, (0.0, 1.0 - dcfg["heldout_fraction"]))
 
-    def lm_sample(self, length: int, rng: np.random.Generator, held: bool = False):
-        ids = self.held_ids if held else self.train_ids
-        w, _ = self._window(ids, self.train_ends if not held else self.held_ends, length - 1, rng)
-        x = np.concatenate([[self.bos], w]).astype(np.int64)
-        return x, x.copy()
+    def heldout_sampler(self):
+        from pbs.train.tasks import TaskSampler
 
-    def retrieval_sample(self, length: int, rng: np.random.Generator, held: bool = False):
-        """(input_ids, labels, answer_start, value): labels are -100 except the answer (value, '.', eos)."""
-        d = self.cfg
-        k = int(rng.integers(d["min_needles"], d["max_needles"] + 1))
-        keys = []
-        for _ in range(k):
-            h = rng.bytes(16).hex()
-            keys.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-        lo, hi = 10 ** (d["value_digits"] - 1), 10 ** d["value_digits"]
-        values = [str(v) for v in rng.integers(lo, hi, size=k)]
-        # short lengths: fewer needles (a needle is ~50 tokens), so that a quarter of the sample stays haystack
-        while k > 1 and length - (k + 2) * 56 < length // 4:
-            k -= 1
-        keys, values = keys[:k], values[:k]
-        q = int(rng.integers(0, k))
-        texts = [f" The special magic number for {kk} is {v}." for kk, v in zip(keys, values)] + [
-            (
-                f"\n\nWhat is the special magic number for {keys[q]} mentioned in the provided text? "
-                f"The special magic number for {keys[q]} is"
-            ),
-            f" {values[q]}.",
-        ]
-        enc = [e.ids for e in self.tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
-        needles, question, answer = enc[:k], enc[k], enc[k + 1] + [self.eos]
-        n_hay = length - 1 - sum(map(len, needles)) - len(question) - len(answer)
-        if n_hay < 0:
-            raise ValueError(f"length {length} too short for {k} needles")
-        ids, ends = (self.held_ids, self.held_ends) if held else (self.train_ids, self.train_ends)
-        hay, hay_ends = self._window(ids, ends, n_hay, rng)
-        cand = np.flatnonzero(hay_ends) + 1
-        if len(cand) < k:
-            cand = np.arange(n_hay + 1)
-        pos = np.sort(rng.choice(cand, size=k, replace=len(cand) < k))
-        order = rng.permutation(k)  # needle order independent of key order
-        pieces, prev = [[self.bos]], 0
-        for p, j in zip(pos, order):
-            pieces += [hay[prev:p], needles[j]]
-            prev = int(p)
-        pieces += [hay[prev:], question]
-        prompt = np.concatenate([np.asarray(x, dtype=np.int64) for x in pieces])
-        x = np.concatenate([prompt, np.asarray(answer, dtype=np.int64)])
-        y = np.full_like(x, -100)
-        y[len(prompt) :] = x[len(prompt) :]
-        assert len(x) == length, (len(x), length)
-        return x, y, len(prompt), values[q]
+        return TaskSampler(self.tok, (1.0 - self.cfg["heldout_fraction"], 1.0))
 
-    def batch(self, batch: int, length: int, rng: np.random.Generator):
-        """(input_ids [B, L], labels [B, L], is_retrieval [B]) as CPU tensors."""
-        xs, ys, kinds = [], [], []
-        for _ in range(batch):
-            if rng.random() < self.cfg["retrieval_fraction"]:
-                x, y, _, _ = self.retrieval_sample(length, rng)
-                kinds.append(True)
+    def batch(self, batch: int, length: int, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input_ids [B, L] int64, labels [B, L] int64 with -100 where no loss, is_task [B] bool)."""
+        rng = np.random.default_rng(seed)
+        pad = self.tok.pad_token_id
+        x = np.full((batch, length), pad, dtype=np.int64)
+        y = np.full((batch, length), -100, dtype=np.int64)
+        is_task = rng.random(batch) >= self.cfg["lm_fraction"]
+        for r in range(batch):
+            if is_task[r]:
+                s = self.sampler.sample(self.tasks[rng.choice(len(self.tasks), p=self.task_p)], length, rng)
+                x[r, : len(s.ids)] = s.ids
+                y[r, s.prompt_len : len(s.ids)] = s.ids[s.prompt_len :]
             else:
-                x, y = self.lm_sample(length, rng)
-                kinds.append(False)
-            xs.append(x)
-            ys.append(y)
-        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), torch.tensor(kinds)
+                start = int(rng.integers(0, len(self.lm_ids)))
+                idx = (start + np.arange(length - 1)) % len(self.lm_ids)  # wraps: short corpora still fill
+                x[r, 0] = self.tok.bos_token_id
+                x[r, 1:] = self.lm_ids[idx]
+                y[r] = x[r]
+        return x, y, is_task
+
+
+class _BatchPool:
+    """Builds batches in worker processes ahead of the GPU (``workers=0``: in this process, on demand)."""
+
+    def __init__(self, data: ProxyData, tok_dir: Path, dcfg: dict, corpus: tuple, workers: int):
+        self.data, self.workers, self.ahead = data, workers, workers + 4
+        self.pending: dict[tuple, Any] = {}
+        self.pool = None
+        if workers > 0:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                            initargs=(str(tok_dir), dcfg, corpus))
+
+    def get(self, step: int, batch: int, length: int, seed: int):
+        """The batch of ``step``; queues the next ``ahead`` steps' batches (same batch/length) meanwhile."""
+        key = (step, batch, length)
+        if self.pool is None:
+            return self.data.batch(batch, length, [seed, step])
+        for s in range(step, step + self.ahead):
+            k = (s, batch, length)
+            if k not in self.pending:
+                self.pending[k] = self.pool.submit(_worker_batch, batch, length, [seed, s])
+        fut = self.pending.pop(key)
+        for k in [k for k in self.pending if k[0] <= step or k[2] != length]:  # stale (other length / past)
+            self.pending.pop(k).cancel()
+        return fut.result()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+_WORKER_DATA: ProxyData | None = None
+
+
+def _worker_init(tok_dir: str, dcfg: dict, corpus: tuple) -> None:
+    import os
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    torch.set_num_threads(1)
+    from transformers import PreTrainedTokenizerFast
+
+    global _WORKER_DATA
+    tok = PreTrainedTokenizerFast.from_pretrained(tok_dir)
+    _WORKER_DATA = ProxyData(tok, _lm_split(encode_corpus(tok, load_corpus_text(*corpus)[0]), dcfg), dcfg)
+
+
+def _worker_batch(batch: int, length: int, seed):
+    return _WORKER_DATA.batch(batch, length, seed)
+
+
+def _lm_split(ids: np.ndarray, dcfg: dict) -> np.ndarray:
+    """The LM training part of the corpus tokens (the tail, ``heldout_fraction`` of it, is never trained on)."""
+    return ids[: max(1, int(len(ids) * (1.0 - dcfg["heldout_fraction"])))]
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -371,31 +383,35 @@ def loss_fn(
 
 
 @torch.no_grad()
-def evaluate_retrieval(
-    model, data: RetrievalData, length: int, n_samples: int, seed: int, device, autocast_dtype=None
-) -> float:
-    """Greedy-decode the answer of n held-out retrieval samples at `length`; exact match on the value."""
+def evaluate_tasks(model, sampler, tasks, length: int, n_per_task: int, seed: int, device,
+                   autocast_dtype=None) -> dict[str, float]:
+    """RULER score (0..1, string_match_all) of greedy decoding on ``n_per_task`` held-out samples per task at
+    ``length``; returns {task: mean score}."""
+    from pbs.eval.ruler import generate as ruler
+
     was_training = model.training
     model.eval()
-    rng = np.random.default_rng([seed, 10_000, length])
-    correct = 0
-    for _ in range(n_samples):
-        x, _, a0, value = data.retrieval_sample(length, rng, held=True)
-        prompt = torch.from_numpy(x[None, :a0]).to(device)
-        n_new = len(x) - a0 + 2
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = model.generate(
-                prompt,
-                attention_mask=torch.ones_like(prompt),
-                max_new_tokens=n_new,
-                do_sample=False,
-                pad_token_id=data.tok.pad_token_id,
-                eos_token_id=data.eos,
-            )
-        text = data.tok.decode(out[0, a0:], skip_special_tokens=True)
-        correct += int(text.strip().split()[0].rstrip(".") == value if text.strip() else 0)
+    scores: dict[str, float] = {}
+    for t, task in enumerate(tasks):
+        rng = np.random.default_rng([seed, 10_000, length, t])
+        total = 0.0
+        for _ in range(n_per_task):
+            s = sampler.sample(task, length, rng)
+            prompt = torch.from_numpy(s.ids[None, : s.prompt_len]).to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                out = model.generate(
+                    prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    max_new_tokens=len(s.ids) - s.prompt_len + 4,
+                    do_sample=False,
+                    pad_token_id=sampler.tok.pad_token_id,
+                    eos_token_id=sampler.eos,
+                )
+            text = sampler.tok.decode(out[0, s.prompt_len :], skip_special_tokens=True)
+            total += ruler.score(task, text, s.outputs)
+        scores[task] = total / max(n_per_task, 1)
     model.train(was_training)
-    return correct / max(n_samples, 1)
+    return scores
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -411,7 +427,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return c[-1] if c else None
 
 
-def save_checkpoint(run_dir: Path, model, opt, step: int, elapsed: float, data_rng, keep: int, cfg: dict) -> Path:
+def save_checkpoint(run_dir: Path, model, opt, step: int, elapsed: float, keep: int, cfg: dict) -> Path:
     path = run_dir / "checkpoints" / f"step_{step:08d}"
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -420,7 +436,6 @@ def save_checkpoint(run_dir: Path, model, opt, step: int, elapsed: float, data_r
         "optimizer": opt.state_dict(),
         "step": step,
         "elapsed_s": elapsed,
-        "data_rng": data_rng.bit_generator.state,
         "python_rng": random.getstate(),
         "numpy_rng": np.random.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -483,11 +498,27 @@ def export(model, tokenizer, out_dir: Path, dtype: str, max_shard_size: str, log
     return out_dir
 
 
+def _workers(spec, device: torch.device) -> int:
+    if spec in (None, "auto"):
+        import os
+
+        return max(0, min(12, (os.cpu_count() or 1) - 2)) if device.type == "cuda" else 0
+    return int(spec)
+
+
+def _log_eval(scores: dict[str, float], step: int, length: int, bar) -> float:
+    mean = float(np.mean(list(scores.values()))) if scores else float("nan")
+    msg = (f"[train_proxy] step {step} length {length}: task score {mean:.3f} ("
+           + ", ".join(f"{t} {v:.2f}" for t, v in scores.items()) + ")")
+    (bar.write if bar is not None else print)(msg)
+    return mean
+
+
 def train(cfg: dict | None = None) -> dict:
-    """Run (or resume) training; returns a summary dict (step, out_dir, last eval accuracy, ...)."""
+    """Run (or resume) training; returns a summary dict (step, out_dir, final task scores, ...)."""
     cfg = merge_config(cfg)
     t_start = time.time()
-    tcfg, ecfg, ccfg = cfg["train"], cfg["eval"], cfg["checkpoint"]
+    tcfg, ecfg, ccfg, dcfg = cfg["train"], cfg["eval"], cfg["checkpoint"], cfg["data"]
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     out_dir = Path(cfg["out_dir"] or run_dir / "export")
@@ -507,16 +538,22 @@ def train(cfg: dict | None = None) -> dict:
     # tokenizer: trained once per run dir, reloaded on resume
     from transformers import PreTrainedTokenizerFast
 
-    text, source = load_corpus_text(cfg["corpus"], cfg["max_corpus_chars"])
+    corpus = (cfg["corpus"], cfg["max_corpus_chars"])
+    text, source = load_corpus_text(*corpus)
     tok_dir = run_dir / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
     else:
-        tokenizer = train_tokenizer(text, **cfg["tokenizer"])
+        tcfg_tok = dict(cfg["tokenizer"])
+        path = tcfg_tok.pop("path", None)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path) if path else train_tokenizer(text, **tcfg_tok)
         tokenizer.save_pretrained(tok_dir)
     ids = encode_corpus(tokenizer, text)
-    data = RetrievalData(tokenizer, ids, cfg["data"])
-    print(f"[train_proxy] corpus {source}: {len(text):,} chars -> {len(ids):,} tokens; device {device}")
+    data = ProxyData(tokenizer, _lm_split(ids, dcfg), dcfg)
+    heldout = data.heldout_sampler()
+    pool = _BatchPool(data, tok_dir, dcfg, corpus, _workers(dcfg["workers"], device))
+    print(f"[train_proxy] corpus {source}: {len(text):,} chars -> {len(ids):,} tokens; device {device}; "
+          f"{pool.workers} data workers")
 
     model = build_model(cfg["model"], tokenizer).to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -529,13 +566,11 @@ def train(cfg: dict | None = None) -> dict:
         betas=tuple(tcfg["betas"]),
         fused=device.type == "cuda",
     )
-    data_rng = np.random.default_rng(cfg["seed"])
     step, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
-        data_rng.bit_generator.state = state["data_rng"]
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
@@ -559,81 +594,89 @@ def train(cfg: dict | None = None) -> dict:
         bar = tqdm(total=tcfg["max_steps"], initial=step, dynamic_ncols=True, desc="train_proxy")
     last_acc, last_saved, tok_count, t_win = None, step if state is not None else -1, 0, time.time()
     length = length_at(progress(), cfg["curriculum"])
-    while progress() < 1.0:
-        t0 = time.time()
-        length = length_at(progress(), cfg["curriculum"])
-        if length > cfg["model"]["max_position_embeddings"]:
-            raise ValueError(f"curriculum length {length} > max_position_embeddings")
-        bsz = max(1, tcfg["tokens_per_step"] // length)
-        x, y, is_ret = data.batch(bsz, length, data_rng)
-        has_ret, has_lm = bool(is_ret.any()), bool((~is_ret).any())
-        if device.type == "cuda":
-            x, y, is_ret = (t.pin_memory().to(device, non_blocking=True) for t in (x, y, is_ret))
-        lr = lr_at(step, progress(), tcfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = fwd(input_ids=x, use_cache=False).logits
-        loss, parts = loss_fn(logits, y, is_ret, cfg["data"]["retrieval_loss_weight"], has_lm, has_ret)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
-        opt.step()
-        step += 1
-        tok_count += bsz * length
-        row = None
-        if step % tcfg["log_every"] == 0 or step == 1:
-            lv = loss.item()  # syncs
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"non-finite loss at step {step}")
-            now = time.time()
-            row = {
-                "step": step,
-                "length": length,
-                "batch": bsz,
-                "loss": f"{lv:.4f}",
-                "lm_loss": f"{parts['lm'].item():.4f}" if parts["lm"] is not None else "",
-                "ret_loss": f"{parts['ret'].item():.4f}" if parts["ret"] is not None else "",
-                "lr": f"{lr:.3e}",
-                "tokens_per_s": f"{tok_count / max(now - t_win, 1e-9):.0f}",
-            }
-            tok_count, t_win = 0, now
+    try:
+        while progress() < 1.0:
+            t0 = time.time()
+            length = length_at(progress(), cfg["curriculum"])
+            if length > cfg["model"]["max_position_embeddings"]:
+                raise ValueError(f"curriculum length {length} > max_position_embeddings")
+            bsz = max(1, tcfg["tokens_per_step"] // length)
+            x, y, is_ret = (torch.from_numpy(a) for a in pool.get(step, bsz, length, cfg["seed"]))
+            has_ret, has_lm = bool(is_ret.any()), bool((~is_ret).any())
+            if device.type == "cuda":
+                x, y, is_ret = (t.pin_memory().to(device, non_blocking=True) for t in (x, y, is_ret))
+            lr = lr_at(step, progress(), tcfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = fwd(input_ids=x, use_cache=False).logits
+            loss, parts = loss_fn(logits, y, is_ret, dcfg["retrieval_loss_weight"], has_lm, has_ret)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+            opt.step()
+            step += 1
+            tok_count += bsz * length
+            row = None
+            if step % tcfg["log_every"] == 0 or step == 1:
+                lv = loss.item()  # syncs
+                if not math.isfinite(lv):
+                    raise FloatingPointError(f"non-finite loss at step {step}")
+                now = time.time()
+                row = {
+                    "step": step,
+                    "length": length,
+                    "batch": bsz,
+                    "loss": f"{lv:.4f}",
+                    "lm_loss": f"{parts['lm'].item():.4f}" if parts["lm"] is not None else "",
+                    "ret_loss": f"{parts['ret'].item():.4f}" if parts["ret"] is not None else "",
+                    "lr": f"{lr:.3e}",
+                    "tokens_per_s": f"{tok_count / max(now - t_win, 1e-9):.0f}",
+                }
+                tok_count, t_win = 0, now
+                if bar is not None:
+                    bar.set_postfix(loss=row["loss"], ret=row["ret_loss"], len=length, tok_s=row["tokens_per_s"])
+                else:
+                    print("[train_proxy] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            elapsed += time.time() - t0
+            if ecfg["every"] and step % ecfg["every"] == 0 and ecfg["n_samples"]:
+                scores = evaluate_tasks(model, heldout, data.tasks, length, ecfg["n_samples"], cfg["seed"], device,
+                                        amp)
+                last_acc = _log_eval(scores, step, length, bar)
+                row = row or {"step": step, "length": length, "batch": bsz, "lr": f"{lr:.3e}"}
+                row["eval_acc"] = f"{last_acc:.4f}"
+            if row is not None:
+                row["elapsed_s"] = f"{elapsed:.1f}"
+                log.write(row)
             if bar is not None:
-                bar.set_postfix(loss=row["loss"], len=length, lr=row["lr"], tok_s=row["tokens_per_s"])
-            else:
-                print("[train_proxy] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        elapsed += time.time() - t0
-        if ecfg["every"] and step % ecfg["every"] == 0:
-            last_acc = evaluate_retrieval(model, data, length, ecfg["n_samples"], cfg["seed"], device, amp)
-            row = row or {"step": step, "length": length, "batch": bsz, "lr": f"{lr:.3e}"}
-            row["eval_acc"] = f"{last_acc:.4f}"
-            if bar is not None:
-                bar.write(f"[train_proxy] step {step} length {length}: retrieval accuracy {last_acc:.3f}")
-            else:
-                print(f"[train_proxy] step {step} length {length}: retrieval accuracy {last_acc:.3f}", flush=True)
-        if row is not None:
-            row["elapsed_s"] = f"{elapsed:.1f}"
-            log.write(row)
-        if bar is not None:
-            bar.update(1)
-        if ccfg["every"] and step % ccfg["every"] == 0:
-            save_checkpoint(run_dir, _unwrap(model), opt, step, elapsed, data_rng, ccfg["keep"], cfg)
-            last_saved = step
+                bar.update(1)
+            if ccfg["every"] and step % ccfg["every"] == 0:
+                save_checkpoint(run_dir, _unwrap(model), opt, step, elapsed, ccfg["keep"], cfg)
+                # the export always holds the newest checkpoint's weights: a run killed later still leaves a model
+                export(model, tokenizer, out_dir, cfg["export_dtype"], cfg["max_shard_size"], log.path)
+                last_saved = step
+    finally:
+        pool.close()
     if bar is not None:
         bar.close()
     stopped_by = "time" if budget and elapsed >= budget else "steps"
+    final: dict[int, dict[str, float]] = {}
     if ecfg["final"] and ecfg["n_samples"]:
-        last_acc = evaluate_retrieval(model, data, length, ecfg["n_samples"], cfg["seed"], device, amp)
-        log.write({"step": step, "length": length, "elapsed_s": f"{elapsed:.1f}", "eval_acc": f"{last_acc:.4f}"})
-        print(f"[train_proxy] final retrieval accuracy at length {length}: {last_acc:.3f}")
+        for n in ecfg.get("final_lengths") or [length]:
+            if n > cfg["model"]["max_position_embeddings"]:
+                continue
+            final[n] = evaluate_tasks(model, heldout, data.tasks, n, ecfg["n_samples"], cfg["seed"], device, amp)
+            last_acc = _log_eval(final[n], step, n, None)
+            log.write({"step": step, "length": n, "elapsed_s": f"{elapsed:.1f}", "eval_acc": f"{last_acc:.4f}"})
     if last_saved != step:
-        save_checkpoint(run_dir, _unwrap(model), opt, step, elapsed, data_rng, ccfg["keep"], cfg)
+        save_checkpoint(run_dir, _unwrap(model), opt, step, elapsed, ccfg["keep"], cfg)
     log.close()
     export(model, tokenizer, out_dir, cfg["export_dtype"], cfg["max_shard_size"], run_dir / "training_log.csv")
     summary = {
         "step": step,
         "length": length,
         "eval_acc": last_acc,
+        "final_scores": {str(n): v for n, v in final.items()},
         "stopped_by": stopped_by,
         "train_s": elapsed,
         "wall_s": time.time() - t_start,
@@ -642,5 +685,6 @@ def train(cfg: dict | None = None) -> dict:
         "params": n_params,
         "corpus": source,
     }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"[train_proxy] done: {json.dumps(summary)}")
     return summary
