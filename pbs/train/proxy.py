@@ -550,6 +550,7 @@ def train(cfg: dict | None = None) -> dict:
         tokenizer.save_pretrained(tok_dir)
     ids = encode_corpus(tokenizer, text)
     data = ProxyData(tokenizer, _lm_split(ids, dcfg), dcfg)
+    data.sampler.verify(min(1024, cfg["curriculum"][0]["length"]))
     heldout = data.heldout_sampler()
     pool = _BatchPool(data, tok_dir, dcfg, corpus, _workers(dcfg["workers"], device))
     print(f"[train_proxy] corpus {source}: {len(text):,} chars -> {len(ids):,} tokens; device {device}; "

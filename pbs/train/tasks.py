@@ -75,6 +75,21 @@ class TaskSampler:
         ids = np.concatenate([prompt, answer, [self.eos]]).astype(np.int64)
         return TaskSample(task, ids, len(prompt), outputs)
 
+    def verify(self, length: int = 1024, seed: int = 0) -> None:
+        """Raise RuntimeError unless one sample per task re-tokenizes, as text, to the same ids (a tokenizer whose
+        unit boundaries are not pre-tokenizer boundaries would train on prompts the evaluation never shows)."""
+        rng = np.random.default_rng(seed)
+        for task in TASKS:
+            s = self.sample(task, length, rng)
+            prompt = s.ids[1 : s.prompt_len]
+            again = self.encode([self.tok.decode(prompt)])[0]
+            if not np.array_equal(again, prompt):
+                i = int(np.argmax(again[: len(prompt)] != prompt[: len(again)])) if len(again) else 0
+                raise RuntimeError(
+                    f"{task}: token-space sample differs from the tokenized text at token {i}: "
+                    f"{self.tok.decode(prompt[max(0, i - 3): i + 3])!r} vs {self.tok.decode(again[max(0, i - 3): i + 3])!r}"
+                )
+
     # ------------------------------------------------------------------------------------------------ samples
 
     def sample(self, task: str, length: int, rng: np.random.Generator) -> TaskSample:
@@ -133,17 +148,21 @@ class TaskSampler:
         needle_ids = self.encode(needles)
         fixed = 1 + len(head) + len(tail) + len(answer) + 1 + sum(map(len, needle_ids)) + 2  # +2: first-unit slack
         texts, ids = stream.window(length - fixed, rng)
-        at = np.rint(np.asarray(depths) * len(ids)).astype(int)
-        units: list[tuple[str, np.ndarray]] = []
-        order = np.argsort(at, kind="stable")
-        j = 0
-        for i in range(len(ids) + 1):
-            while j < len(order) and at[order[j]] == i:
-                units.append((needles[order[j]], needle_ids[order[j]]))
-                j += 1
-            if i < len(ids):
-                units.append((texts[i], ids[i]))
-        return self._assemble(task, head, units, tail, answer, outputs)
+        while True:
+            at = np.rint(np.asarray(depths) * len(ids)).astype(int)
+            units: list[tuple[str, np.ndarray]] = []
+            order = np.argsort(at, kind="stable")
+            j = 0
+            for i in range(len(ids) + 1):
+                while j < len(order) and at[order[j]] == i:
+                    units.append((needles[order[j]], needle_ids[order[j]]))
+                    j += 1
+                if i < len(ids):
+                    units.append((texts[i], ids[i]))
+            out = self._assemble(task, head, units, tail, answer, outputs)
+            if len(out.ids) <= length or not ids:
+                return out
+            texts, ids = texts[:-1], ids[:-1]  # the re-encoded first unit came out longer than the slack
 
     def _kv(self, task, length, rng) -> TaskSample:
         key, value = _uuid(rng), _uuid(rng)
@@ -173,8 +192,16 @@ class TaskSampler:
         texts[0] = "{" + texts[0][1:]
         texts[-1] = texts[-1][: -len(",\n")] + "}"
         ids[0], ids[-1] = self.encode([texts[0], texts[-1]])
-        units = list(zip(texts, ids))
-        return self._assemble(task, head, units, tail, answer, [value])
+        out = self._assemble(task, head, list(zip(texts, ids)), tail, answer, [value])
+        while len(out.ids) > length and len(texts) > 1:  # beyond the slack: drop an unqueried pair at an end
+            drop = 0 if q == len(texts) - 1 else len(texts) - 1
+            texts.pop(drop), ids.pop(drop)
+            q -= drop < q
+            texts[0] = "{" + texts[0].lstrip("{ ")
+            texts[-1] = texts[-1].rstrip("},\n") + "}"
+            ids[0], ids[-1] = self.encode([texts[0], texts[-1]])
+            out = self._assemble(task, head, list(zip(texts, ids)), tail, answer, [value])
+        return out
 
 
 class _UnitStream:

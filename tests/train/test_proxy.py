@@ -10,7 +10,7 @@ OmegaConf = pytest.importorskip("omegaconf").OmegaConf
 
 from pbs.train import proxy
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "train_proxy.yaml"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "train_proxy.yaml"
 
 
 def _cfg(tmp_path, **train):
