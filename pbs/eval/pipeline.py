@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .results import RunStore, run_id
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding models/, conf/, results/
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,9 @@ def resolve_model_path(model_cfg: dict) -> str:
         return str(build_tiny_model())
     if Path(path).is_dir():
         return str(path)
+    in_project = PROJECT_ROOT / path
+    if not Path(path).is_absolute() and in_project.is_dir():  # e.g. models/pbs-proxy-llama from another cwd
+        return str(in_project)
     from huggingface_hub import snapshot_download
 
     try:

@@ -10,6 +10,8 @@ environment, then the default:
 - seed: ``seed``; ``$PBS_RULER_SEED``; 42
 - tokenizer that measures the length: ``tokenizer`` (a path or hub id); ``$PBS_RULER_TOKENIZER``; else a
   whitespace approximation (ceil(1.3 x words)). Use the evaluated model's tokenizer for exact lengths.
+
+Generated samples are cached on disk (:mod:`pbs.eval.ruler.cache`, ``$PBS_RULER_CACHE``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import os
 
 from pbs.eval.ruler import generate as _gen
+from pbs.eval.ruler.cache import cached_generate
 
 LENGTH_BUCKETS = (4096, 8192, 16384, 32768, 65536, 131072)  # per-length metrics listed in the YAMLs
 
@@ -52,10 +55,10 @@ def load(ruler_task: str, length=None, max_seq_lengths=None, num_samples=None, s
     import datasets
 
     s = settings(length, max_seq_lengths, num_samples, seed, tokenizer)
-    count = _gen.hf_count_tokens(str(s["tokenizer"])) if s["tokenizer"] else _gen.approx_count_tokens
+    tok = str(s["tokenizer"]) if s["tokenizer"] else None
     records = []
     for n in s["lengths"]:
-        records += _gen.generate(ruler_task, n, s["num_samples"], s["seed"], count_tokens=count)
+        records += cached_generate(ruler_task, n, s["num_samples"], s["seed"], tok)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
 
 

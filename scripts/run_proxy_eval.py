@@ -1,0 +1,129 @@
+"""Accuracy vs density of every method on the proxy model over the RULER-style suite (issue 5's evaluation).
+
+Two parts, each job one ``python -m experiments.eval`` run (results under ``--results``, one folder per run):
+
+- table: every method at the paper's settings (PBS with key, none and query permutation), lengths 4K-32K;
+- sweeps: thresholds (PBS x 3 permutations, MeanPooling, XAttention, oracle), FlexPrefill's gamma and
+  MInference's vertical/slash budgets, at ``--sweep-length``.
+
+Jobs run in parallel, ``--procs`` per GPU, longest first; a job still running at ``--deadline`` seconds is killed
+(finished jobs are kept; rerunning skips them). Processes share a GPU, so prefill times in these results are not
+speed figures (those come from ``experiments.bench_kernels``).
+
+    python scripts/run_proxy_eval.py --gpus 2 --procs 6 --results results/proxy/eval
+    python scripts/run_proxy_eval.py --list          # print the jobs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TABLE_METHODS = [
+    ["method=full"],
+    ["method=pbs"],
+    ["method=pbs", "method.permute=none"],
+    ["method=pbs", "method.permute=query"],
+    ["method=meanpool"],
+    ["method=xattention"],
+    ["method=minference"],
+    ["method=flexprefill"],
+    ["method=oracle"],
+]
+THRESHOLDS = [0.5, 0.7, 0.8, 0.95]  # the paper's 0.9 is in the table
+SWEEPS = (
+    [["method=pbs", f"method.permute={p}", f"method.threshold={t}"] for p in ("key", "none", "query")
+     for t in THRESHOLDS]
+    + [[f"method={m}", f"method.threshold={t}"] for m in ("meanpool", "xattention", "oracle") for t in THRESHOLDS]
+    + [["method=flexprefill", f"method.gamma={g}"] for g in (0.8, 0.9, 0.99)]
+    + [["method=minference", f"method.vertical_size={v}", f"method.slash_size={s}"]
+       for v, s in ((100, 500), (300, 1000), (500, 2000), (1000, 4000))]
+)
+
+
+def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int) -> list[tuple[float, list[str]]]:
+    """(relative cost, hydra overrides) per job, most expensive first."""
+    lengths = [int(n) for n in table_lengths.split(",")]
+    out = []
+    for m in TABLE_METHODS:
+        out.append((samples * sum(n / 4096 for n in lengths),
+                    m + [f"task.lengths=[{table_lengths}]", f"task.samples={samples}"]))
+    for m in SWEEPS:
+        out.append((sweep_samples * sweep_length / 4096,
+                    m + [f"task.lengths=[{sweep_length}]", f"task.samples={sweep_samples}"]))
+    return sorted(((c, ["model=proxy", "task=ruler"] + o) for c, o in out), key=lambda t: -t[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
+    p.add_argument("--procs", type=int, default=4, help="parallel jobs per GPU (CPU: in total)")
+    p.add_argument("--results", default="results/proxy/eval")
+    p.add_argument("--table-lengths", default="4096,8192,16384,32768")
+    p.add_argument("--sweep-length", type=int, default=16384)
+    p.add_argument("--samples", type=int, default=10, help="per task and length, table jobs")
+    p.add_argument("--sweep-samples", type=int, default=5, help="per task, sweep jobs")
+    p.add_argument("--deadline", type=float, default=None, help="seconds; jobs still running then are killed")
+    p.add_argument("--only", default=None, help="run only jobs whose overrides contain this text")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("extra", nargs="*", help="more hydra overrides for every job")
+    a = p.parse_args(argv)
+
+    todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples)
+    if a.only:
+        todo = [j for j in todo if any(a.only in o for o in j[1])]
+    if a.list:
+        for cost, o in todo:
+            print(f"{cost:7.1f}  {' '.join(o)}")
+        return
+    if a.gpus is None:
+        import torch
+
+        a.gpus = torch.cuda.device_count()
+    slots = [str(g) for g in range(a.gpus) for _ in range(a.procs)] or [""] * a.procs
+    env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
+    logs = Path(a.results) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    start, running, queue, done = time.time(), {}, list(todo), []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="proxy eval jobs")
+    while queue or running:
+        for slot in [s for s in range(len(slots)) if s not in running]:
+            if not queue:
+                break
+            _, overrides = queue.pop(0)
+            cmd = [sys.executable, "-m", "experiments.eval", *overrides, f"results_dir={a.results}",
+                   "hydra.run.dir=outputs/proxy-eval/${now:%Y-%m-%d_%H-%M-%S-%f}", *a.extra]
+            name = "_".join(o.split("=", 1)[1] for o in overrides if o.startswith("method")).replace("/", "-")
+            log = open(logs / f"{len(done) + len(running):02d}_{name}.log", "w")  # noqa: SIM115
+            job_env = dict(env, CUDA_VISIBLE_DEVICES=slots[slot]) if slots[slot] else env
+            running[slot] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=job_env), log, name)
+        time.sleep(0.5)
+        for slot, (proc, log, name) in list(running.items()):
+            if proc.poll() is not None:
+                log.close()
+                done.append((name, proc.returncode))
+                del running[slot]
+                bar.update(1)
+        if a.deadline and time.time() - start > a.deadline and running:
+            for proc, log, name in running.values():
+                proc.kill()
+                log.close()
+                done.append((name, "killed at deadline"))
+            running.clear()
+            bar.write(f"deadline: {len(queue)} jobs not started")
+            queue.clear()
+    bar.close()
+    for name, rc in done:
+        if rc != 0:
+            print(f"job {name}: {rc}")
+    print(f"{sum(rc == 0 for _, rc in done)}/{len(todo)} jobs ok in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
