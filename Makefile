@@ -6,7 +6,8 @@ TORCH_CPU := torch==2.13.0
 TRITON := triton==3.9.0
 RUN_DIR := results/default
 EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline \
-	$(PY) -m experiments.eval -m limit=2 results_dir=$(RUN_DIR) hydra.sweep.dir=outputs/make-run/$$(date +%s)
+	$(PY) -m experiments.eval -m model=proxy task=ruler "task.lengths=[2048]" task.samples=2 results_dir=$(RUN_DIR) \
+	hydra.sweep.dir=outputs/make-run/$$(date +%s)
 
 .PHONY: help setup run demo reproduce-tables test test-full lint clean
 
@@ -26,11 +27,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	fi
 	@touch $@
 
-run: setup  ## the main job: every method on the embedded tiny model and the shipped LongBench fixtures (CPU, offline)
+run: setup  ## the main job: every method on the embedded proxy model over the RULER-style suite at 2K tokens (CPU, offline)
 	@rm -rf $(RUN_DIR)
-	$(EVAL) method=full
-	$(EVAL) method=pbs,oracle method.block_size=32 method.segment_size=64
-	$(EVAL) method=meanpool,xattention,minference,flexprefill method.block_size=32
+	$(EVAL) method=full,pbs,meanpool,xattention,flexprefill,oracle
+	$(EVAL) method=pbs method.permute=none,query
+	$(EVAL) method=minference method.vertical_size=64 method.slash_size=256
 	$(PY) -m pbs.eval.report $(RUN_DIR)
 
 reproduce-tables: setup  ## rebuild results/tables/ from the committed results

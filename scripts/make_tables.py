@@ -6,6 +6,9 @@
   results/kernels/<gpu>.csv (ratios against cuDNN SDPA measured in the same run).
 - results/tables/eval.md: mean score, density and prefill time per (model, method, kwargs) and per task, from
   results/index.csv (the evaluation runs' index), with the run ids they come from.
+- results/proxy/{scores.csv, table.md, curves.csv, accuracy_vs_density.png} and results/tables/proxy-ruler.md:
+  every method on the proxy model over the RULER-style suite, from the runs in results/proxy/eval
+  (scripts/proxy_report.py).
 """
 
 from __future__ import annotations
@@ -83,6 +86,14 @@ def main(argv=None) -> list[Path]:
     if (args.results / "index.csv").exists():
         path = tables / "eval.md"
         path.write_text(eval_table(args.results / "index.csv"))
+        written.append(path)
+    runs = args.results / "proxy" / "eval"
+    if (runs / "runs").exists():
+        from proxy_report import main as proxy_report  # scripts/ is on sys.path when run as a script
+
+        proxy_report(["--runs", str(runs), "--out", str(args.results / "proxy")])
+        path = tables / "proxy-ruler.md"
+        path.write_text((args.results / "proxy" / "table.md").read_text())
         written.append(path)
     for path in written:
         print(f"wrote {path}")

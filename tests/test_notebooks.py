@@ -24,8 +24,14 @@ def test_committed_tables_match_the_results(tmp_path):
     import sys
 
     shutil.copytree(ROOT / "results" / "kernels", tmp_path / "kernels")
+    shutil.copytree(ROOT / "results" / "proxy" / "eval", tmp_path / "proxy" / "eval")
     subprocess.run([sys.executable, "scripts/make_tables.py", "--results", str(tmp_path)], cwd=ROOT, check=True,
                    capture_output=True)
-    for built in (tmp_path / "tables").glob("kernels-*.md"):
+    built_kernels = list((tmp_path / "tables").glob("kernels-*.md"))
+    assert built_kernels
+    for built in built_kernels:
         committed = (ROOT / "results" / "tables" / built.name).read_text()
         assert built.read_text().split("\n", 1)[1] == committed.split("\n", 1)[1]  # title names the source path
+    for name in ("table.md", "curves.csv", "scores.csv"):
+        assert (tmp_path / "proxy" / name).read_text() == (ROOT / "results" / "proxy" / name).read_text(), name
+    assert (tmp_path / "tables" / "proxy-ruler.md").read_text() == (ROOT / "results" / "tables" / "proxy-ruler.md").read_text()

@@ -17,7 +17,7 @@ def _eval(tmp_path, *overrides):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="offline",
                PBS_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "experiments.eval", "-m", f"results_dir={tmp_path / 'results'}",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}", "limit=1",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", "limit=1", "model=tiny", "task=fixtures",
            "task.tasks=[pbs_longbench_hotpotqa,pbs_longbench_v2]", *overrides]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 

@@ -1,0 +1,189 @@
+"""Accuracy and density of every method on the proxy model, from the runs of scripts/run_proxy_eval.py.
+
+    python scripts/proxy_report.py [--runs results/proxy/eval] [--out results/proxy]
+
+Reads every finished run's config.json + generations.jsonl (one line per sample: task, prompt length, RULER
+score, density over layers and heads) and writes:
+
+- ``<out>/scores.csv``: one row per (method setting, length, task): samples, score (0-100), mean density;
+- ``<out>/table.md``: the paper-settings table: score per task and mean, density, per length;
+- ``<out>/curves.csv`` + ``<out>/accuracy_vs_density.png``: mean score (± standard error over samples) vs density
+  at the sweep length, one curve per method family (threshold / gamma / budget sweeps plus the paper-setting point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# the paper's settings; for pbs every permutation mode at the paper's tau (key is the paper's PBS-Attn)
+PAPER = {"pbs": {"threshold": 0.9}, "meanpool": {"threshold": 0.9},
+         "xattention": {"threshold": 0.9}, "oracle": {"threshold": 0.9}, "flexprefill": {"gamma": 0.95},
+         "minference": {"vertical_size": 1000, "slash_size": 6096}}
+SWEPT = {"pbs": "threshold", "meanpool": "threshold", "xattention": "threshold", "oracle": "threshold",
+         "flexprefill": "gamma", "minference": "vertical_size"}
+TASK_ORDER = ["niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey", "niah_multivalue",
+              "niah_multiquery", "vt", "kv_retrieval"]
+
+
+def family(method: str, kw: dict) -> str:
+    if method == "pbs":
+        return f"pbs ({kw.get('permute', 'key')} perm.)"
+    return method
+
+
+def setting(method: str, kw: dict) -> str:
+    if method == "full":
+        return "dense"
+    if method == "minference":
+        return f"v={kw.get('vertical_size')},s={kw.get('slash_size')}"
+    key = SWEPT.get(method)
+    return f"{key}={kw.get(key)}" if key else ""
+
+
+def is_paper(method: str, kw: dict) -> bool:
+    if method == "full":
+        return True
+    if method not in PAPER:
+        raise ValueError(f"method={method!r} has no paper setting in PAPER")
+    return all(kw.get(k) == v for k, v in PAPER[method].items())
+
+
+def load_rows(runs: Path) -> list[dict]:
+    """One row per (run, length bucket, task) with n, score (0-100) and mean density."""
+    out = []
+    for d in sorted(runs.glob("runs/*")):
+        status = d / "status.json"
+        gens = d / "generations.jsonl"
+        if not status.exists() or json.loads(status.read_text())["status"] != "ok" or not gens.exists():
+            continue
+        cfg = json.loads((d / "config.json").read_text())
+        method, kw = cfg["method_name"], cfg.get("method", {})
+        lengths = [int(n) for n in cfg["task"]["lengths"]]
+        acc: dict[tuple, list] = defaultdict(list)
+        for line in gens.read_text().splitlines():
+            g = json.loads(line)
+            bucket = min(lengths, key=lambda n: abs(n - int(g["length"])))
+            acc[(bucket, g["task"].removeprefix("pbs_ruler_"))].append(g)
+        for (length, task), gs in sorted(acc.items()):
+            dens = [g["density"] for g in gs if g.get("density") is not None]
+            out.append({
+                "run_id": d.name, "method": method, "family": family(method, kw), "setting": setting(method, kw),
+                "paper_setting": is_paper(method, kw), "samples_per_task": int(cfg["task"]["samples"]),
+                "length": length, "task": task, "n": len(gs),
+                "score": round(100 * sum(float(g["score"]) for g in gs) / len(gs), 2),
+                "density": round(sum(dens) / len(dens), 4) if dens else 1.0,
+                "_sample_scores": [100 * float(g["score"]) for g in gs],
+            })
+    return out
+
+
+def _mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def table_md(rows: list[dict], title: str) -> str:
+    paper = [r for r in rows if r["paper_setting"]]
+    per_task = max(r["samples_per_task"] for r in paper)  # the table's sample set (sweeps may use a smaller one)
+    paper = [r for r in paper if r["samples_per_task"] == per_task]
+    tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in paper)]
+    lines = [title, ""]
+    for length in sorted({r["length"] for r in paper}):
+        sub = [r for r in paper if r["length"] == length]
+        fams = sorted({r["family"] for r in sub}, key=lambda f: (f != "full", f))
+        lines += [f"### {length:,} tokens", "",
+                  "| method | " + " | ".join(tasks) + " | mean | density |",
+                  "|---" * (len(tasks) + 3) + "|"]
+        for f in fams:
+            by = {r["task"]: r for r in sub if r["family"] == f}
+            cells = [f"{by[t]['score']:.0f}" if t in by else "" for t in tasks]
+            lines.append(f"| {f} | " + " | ".join(cells) + f" | {_mean(r['score'] for r in by.values()):.1f} | "
+                         f"{_mean(r['density'] for r in by.values()):.3f} |")
+        n = sorted({r["n"] for r in sub})
+        note = (f"Samples per task: {', '.join(map(str, n))}. Score: RULER string_match_all x 100; density: "
+                "computed blocks / causal blocks, mean over layers, heads and samples.")
+        lines += ["", note, ""]
+    return "\n".join(lines)
+
+
+def curves(rows: list[dict], length: int) -> list[dict]:
+    pts: dict[tuple, list] = defaultdict(list)
+    for r in rows:
+        if r["length"] == length:
+            pts[(r["family"], r["setting"], r["paper_setting"], r["samples_per_task"])].append(r)
+    out = []
+    for (fam, sett, paper, per_task), rs in sorted(pts.items()):
+        xs = [x for r in rs for x in r["_sample_scores"]]  # equal samples per task: the mean over tasks
+        var = sum((x - _mean(xs)) ** 2 for x in xs) / max(len(xs) - 1, 1)
+        out.append({"family": fam, "setting": sett, "paper_setting": paper, "samples_per_task": per_task,
+                    "length": length,
+                    "tasks": len(rs), "n": len(xs), "score": round(_mean(xs), 2),
+                    "score_se": round((var / len(xs)) ** 0.5, 2), "density": round(_mean(r["density"] for r in rs), 4)})
+    return out
+
+
+def plot(points: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    colors = plt.get_cmap("tab10").colors
+    for i, fam in enumerate(sorted({p["family"] for p in points})):
+        ps = sorted((p for p in points if p["family"] == fam), key=lambda p: p["density"])
+        style = "*" if fam == "full" else "o-"
+        ax.errorbar([p["density"] for p in ps], [p["score"] for p in ps], yerr=[p["score_se"] for p in ps],
+                    fmt=style, color=colors[i % len(colors)], label=fam, markersize=9 if fam == "full" else 5,
+                    capsize=2, lw=1)
+        for p in ps:
+            if fam == "full":
+                ax.annotate(f"{p['samples_per_task']}/task", (p["density"], p["score"]), fontsize=7,
+                            textcoords="offset points", xytext=(-30, 6))
+            elif p["paper_setting"]:
+                ax.plot(p["density"], p["score"], "s", color="k", mfc="none", markersize=9)
+    ax.set_xlabel("density (computed / causal blocks)")
+    ax.set_ylabel("mean RULER score (8 tasks), ± 1 s.e.")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.plot([], [], "s", color="k", mfc="none", label="paper's setting")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default=str(ROOT / "results" / "proxy" / "eval"))
+    p.add_argument("--out", default=str(ROOT / "results" / "proxy"))
+    p.add_argument("--sweep-length", type=int, default=16384)
+    a = p.parse_args(argv)
+    rows = load_rows(Path(a.runs))
+    if not rows:
+        raise SystemExit(f"no finished runs under {a.runs}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "scores.csv", [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    (out / "table.md").write_text(table_md(rows, "## Proxy model: RULER score per task at the paper's settings") + "\n")
+    pts = curves(rows, a.sweep_length)
+    if pts:
+        write_csv(out / "curves.csv", pts)
+        plot(pts, out / "accuracy_vs_density.png", f"pbs-proxy-llama, RULER suite at {a.sweep_length:,} tokens")
+    print(f"wrote {out / 'scores.csv'}, {out / 'table.md'}" + (f", {out / 'curves.csv'}, plot" if pts else ""))
+
+
+if __name__ == "__main__":
+    main()

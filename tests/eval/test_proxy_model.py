@@ -1,0 +1,62 @@
+"""The committed proxy model (models/pbs-proxy-llama) loads offline and retrieves, densely and through pbs."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pbs.eval.ruler import generate as ruler
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "pbs-proxy-llama"
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: nothing may come from the hub
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    model = AutoModelForCausalLM.from_pretrained(MODEL, torch_dtype=torch.float32).eval()
+    return tok, model
+
+
+def test_files_config_and_card():
+    files = [p for p in MODEL.iterdir() if p.is_file()]
+    assert all(p.stat().st_size < 16 * 2**20 for p in files)
+    assert sum(p.stat().st_size for p in files if p.suffix == ".safetensors") <= 30 * 10**6
+    cfg = json.loads((MODEL / "config.json").read_text())
+    assert cfg["head_dim"] == 64 and cfg["num_attention_heads"] == 6 and cfg["num_key_value_heads"] == 2
+    card = (MODEL / "README.md").read_text()
+    for needle in ("Training", "Accuracy", "commit", "training_log.csv"):
+        assert needle in card
+
+
+def _greedy(model, tok, prompt: str, max_new: int) -> str:
+    ids = tok(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_retrieves_the_needle_densely_and_with_pbs(proxy):
+    import pbs.hf
+
+    tok, model = proxy
+
+    def count(text):
+        return len(tok(text, add_special_tokens=False).input_ids)
+
+    samples = [ruler.generate_sample("niah_single_2", 2048, i, num_samples=2, seed=7, count_tokens=count)
+               for i in range(2)]
+    for s in samples:
+        assert ruler.score("niah_single_2", _greedy(model, tok, s["input"], 12), s["outputs"]) == 1.0
+    stats = pbs.hf.enable(model, "pbs", backend="torch", short_seq_policy=False, block_size=128)
+    try:
+        for s in samples:
+            assert ruler.score("niah_single_2", _greedy(model, tok, s["input"], 12), s["outputs"]) == 1.0
+        assert 0.0 < stats.summary()["mean_density"] < 1.0  # really sparse, not a dense fallback
+    finally:
+        pbs.hf.disable(model)
