@@ -32,10 +32,25 @@ def method_table(results_dir: str | Path, run_ids: set[str] | None = None) -> li
     return sorted(out, key=lambda row: (row["method"] or "", json.dumps(row["kwargs"], sort_keys=True)))
 
 
+def _non_default(method: str | None, kwargs: dict) -> dict:
+    """The kwargs that differ from the method's config dataclass defaults (all of them if the method is unknown)."""
+    import dataclasses
+
+    from ..methods import get_method
+
+    try:
+        cls = get_method(method).config_cls
+    except (ValueError, TypeError):
+        return kwargs
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return {k: v for k, v in kwargs.items() if k not in defaults or defaults[k] != v}
+
+
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'method':<12} {'kwargs':<38} {'score':>7} {'density':>8} {'prefill_ms':>10}  status"]
+    """Plain-text table; ``kwargs`` shows only the settings that differ from the method's defaults."""
+    lines = [f"{'method':<12} {'non-default kwargs':<38} {'score':>7} {'density':>8} {'prefill_ms':>10}  status"]
     for r in rows:
-        kw = ",".join(f"{k}={v}" for k, v in sorted(r["kwargs"].items()))[:38]
+        kw = ",".join(f"{k}={v}" for k, v in sorted(_non_default(r["method"], r["kwargs"]).items()))[:38]
         lines.append(f"{r['method'] or '?':<12} {kw:<38} {r['score']:7.2f} {r['density']:8.3f} "
                      f"{r['prefill_ms']:10.2f}  {r['status']}{'  ' + r['error'].splitlines()[0] if r['error'] else ''}")
     return "\n".join(lines)
