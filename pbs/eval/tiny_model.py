@@ -1,6 +1,6 @@
-"""The embedded default model until the trained proxy lands: a tiny random-weight Llama (GQA) and a byte-level
-BPE tokenizer trained on the shipped LongBench fixtures. It runs the whole pipeline offline on a CPU in seconds;
-its scores mean nothing.
+"""A tiny random-weight Llama (GQA) and a byte-level BPE tokenizer trained on the shipped LongBench fixtures
+(``model=tiny``): it runs the whole LongBench pipeline offline on a CPU in seconds, for tests; its scores mean
+nothing. The embedded default model is the trained proxy, ``models/pbs-proxy-llama`` (``model=proxy``).
 """
 
 from __future__ import annotations
