@@ -26,7 +26,7 @@ __all__ = [
     "PBSConfig",
     "SparsePlan",
     "XAttentionConfig",
+    "__version__",
     "available_methods",
     "sparse_attention",
-    "__version__",
 ]

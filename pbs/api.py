@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .backends import resolve, run_dense, run_plan
 from .config import make_config
 from .methods import Dense, get_method
-from .backends import resolve, run_dense, run_plan
 from .plan import SparsePlan
 from .policy import dense_reason
 

@@ -26,8 +26,8 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -430,10 +430,10 @@ def method_breakdown(q: Tensor, k: Tensor, v: Tensor, method: str, kwargs: dict 
             if isinstance(result, Dense):
                 res["density"] = 1.0
                 res["note"] = f"dense fallback: {result.reason}" if result.reason else ""
-                attend = lambda: run_dense(q, k, v, scale, kernel_backend)  # noqa: E731
+                attend = lambda: run_dense(q, k, v, scale, kernel_backend)
             else:
                 res["density"] = result.density()
-                attend = lambda: run_plan(q, k, v, result, scale, kernel_backend)  # noqa: E731
+                attend = lambda: run_plan(q, k, v, result, scale, kernel_backend)
             plan_ms = time_cuda(lambda: spec.plan(q, k, cfg, scale), **timing)["median_ms"]
 
             step = "attention"
@@ -568,9 +568,9 @@ def run_benchmark(cfg) -> list[dict]:
                     row["density"] = density
                     try:
                         if name == "ours_sparse":
-                            fn = lambda: run_plan(q, k, v, plan, scale, backend)  # noqa: E731
+                            fn = lambda: run_plan(q, k, v, plan, scale, backend)
                         elif name == "flex_sparse":  # our flex backend: plan -> BlockMask inside each call
-                            fn = lambda: run_plan(q, k, v, plan, scale, "flex")  # noqa: E731
+                            fn = lambda: run_plan(q, k, v, plan, scale, "flex")
                         else:  # FlexAttention alone: the BlockMask built once, outside the timed call
                             fn = flex_prebuilt_fn(q, k, v, plan, scale, cfg["flex_compile"])
                     except Exception as exc:  # noqa: BLE001

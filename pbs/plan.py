@@ -95,7 +95,7 @@ class SparsePlan:
         query_perm: Tensor | None = None,
         col_indices: Tensor | None = None,
         col_valid: Tensor | None = None,
-    ) -> "SparsePlan":
+    ) -> SparsePlan:
         """Turn a (B, H, R, T) bool mask of selected tiles into index lists.
 
         Tiles that no query of the row can see (every key after every query, e.g. above the block diagonal

@@ -51,7 +51,7 @@ def provenance(command: str) -> dict:
         "pbs": __version__,
         "transformers": _version("transformers"),
         "lm_eval": _version("lm_eval"),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git_commit": commit or "unknown (no git checkout; set PBS_GIT_COMMIT)",
         "git_dirty": (bool(status) and status not in ("0", "false", "False")) if status is not None else None,
         "hostname": socket.gethostname(),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
@@ -167,7 +166,8 @@ def planners(log):
 
 def profile(log):
     """Top CUDA ops of the pbs planner at 128K (where the planning overhead has to be cut)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     n = 131072
     q, k, v = structured_qkv(1, 32, 8, n, 128, seed=3, dtype=torch.bfloat16, device="cuda")

@@ -13,7 +13,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="pbs-hf-home-"))
 
-import torch  # noqa: E402
+import torch
 
 # under pytest-xdist each worker gets one thread, so two workers fill the two CI cores
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from pbs import bench
-from pbs.synthetic import Structure, structured_qkv
 
 TINY = dict(
     device="cpu", dtype="float32", seq_lens=[256], batch=1, q_heads=4, kv_heads=2, head_dim=32,

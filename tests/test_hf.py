@@ -10,8 +10,7 @@ import warnings
 
 import pytest
 import torch
-
-import transformers  # noqa: E402,F401  (installed by the eval extra)
+import transformers
 from transformers import DynamicCache
 
 import pbs

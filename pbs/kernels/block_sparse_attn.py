@@ -39,7 +39,7 @@ def _attend_tiles(
         steps = tl.cdiv(num, BLOCK_N)
     else:
         steps = num * (SPARSE_BLOCK // BLOCK_N)
-    for t in range(0, steps):
+    for t in range(steps):
         # -- which keys --
         if IS_COLUMNS:
             j = t * BLOCK_N + offs_n

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from ..config import FlexPrefillConfig
+from ..permutation import pooled_keys
 from ..plan import SparsePlan, num_blocks
 from ..scoring import causal_blocks, masked_softmax, pooled_queries
-from ..permutation import pooled_keys
 from ..vertical_slash import column_and_diagonal_sums, last_query_probs, slash_block_mask
 from .registry import Dense, register_method
 
@@ -89,5 +89,5 @@ def _top_mask(scores, budget):
 
 def _sqrt_js(p, q):
     m = 0.5 * (p + q)
-    kl = lambda a, b: (a * (torch.log(a.clamp(min=1e-30)) - torch.log(b.clamp(min=1e-30)))).sum(-1)  # noqa: E731
+    kl = lambda a, b: (a * (torch.log(a.clamp(min=1e-30)) - torch.log(b.clamp(min=1e-30)))).sum(-1)
     return torch.sqrt((0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp(min=0))

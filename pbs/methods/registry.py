@@ -6,8 +6,8 @@ A planner returns a :class:`~pbs.plan.SparsePlan`, or :class:`Dense` when the me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor
 

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-
 from pbs.eval import data
 from pbs.eval.prompts import build_prompt, build_v2_prompt
-
 from pbs.eval.tiny_model import build_tiny_model
 
 PBS_KW = {"block_size": 16, "segment_size": 32}

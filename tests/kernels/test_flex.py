@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import pbs
-import pbs.kernels.flex as flex
 from pbs.backends import run_plan
 from pbs.config import make_config
+from pbs.kernels import flex
 from pbs.methods import get_method
 from pbs.plan import SparsePlan
 from pbs.reference import attend
