@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pbs.train.tasks import TASKS, TaskSampler
+
 REPO_PKG = Path(__file__).resolve().parent.parent  # .../pbs
 KJV_PATH = REPO_PKG / "eval" / "ruler" / "data" / "kjv.txt.gz"
 FIXTURES = REPO_PKG / "eval" / "fixtures"
@@ -216,8 +218,6 @@ class ProxyData:
     """
 
     def __init__(self, tokenizer, lm_ids: np.ndarray, dcfg: dict):
-        from pbs.train.tasks import TASKS, TaskSampler
-
         unknown = sorted(set(dcfg["task_weights"]) - set(TASKS))
         if unknown:
             raise ValueError(f"data.task_weights names unknown tasks {unknown}; known: {list(TASKS)}")
@@ -228,9 +228,7 @@ class ProxyData:
         self.task_p = w / w.sum()
         self.sampler = TaskSampler(tokenizer, (0.0, 1.0 - dcfg["heldout_fraction"]))
 
-    def heldout_sampler(self):
-        from pbs.train.tasks import TaskSampler
-
+    def heldout_sampler(self) -> TaskSampler:
         return TaskSampler(self.tok, (1.0 - self.cfg["heldout_fraction"], 1.0))
 
     def batch(self, batch: int, length: int, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
