@@ -96,6 +96,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "eval": {"every": 1000, "n_samples": 4, "final": True, "final_lengths": [4096, 16384]},
     "checkpoint": {"every": 1000, "keep": 2},
     "resume": False,
+    "init_from": None,
     "run_dir": "outputs/train_proxy/run",
     "out_dir": None,
     "export_dtype": "bfloat16",
@@ -496,6 +497,19 @@ def export(model, tokenizer, out_dir: Path, dtype: str, max_shard_size: str, log
     return out_dir
 
 
+def _init_weights_from(model, folder: Path) -> None:
+    """Copy the weights of a saved model (e.g. the committed proxy) into ``model``; shapes must match exactly."""
+    from transformers import AutoModelForCausalLM
+
+    src = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    mine, theirs = model.state_dict(), src.state_dict()
+    bad = sorted(k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape)
+    if bad or set(theirs) - set(mine):
+        raise ValueError(f"init_from={str(folder)!r} does not match model config: differing weights {bad[:5]}")
+    model.load_state_dict(theirs)
+    print(f"[train_proxy] weights initialised from {folder} (fresh optimizer)")
+
+
 def _workers(spec, device: torch.device) -> int:
     if spec in (None, "auto"):
         import os
@@ -554,7 +568,10 @@ def train(cfg: dict | None = None) -> dict:
     print(f"[train_proxy] corpus {source}: {len(text):,} chars -> {len(ids):,} tokens; device {device}; "
           f"{pool.workers} data workers")
 
-    model = build_model(cfg["model"], tokenizer).to(device)
+    model = build_model(cfg["model"], tokenizer)
+    if cfg["init_from"] and state is None:
+        _init_weights_from(model, Path(cfg["init_from"]))
+    model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[train_proxy] model: {n_params / 1e6:.2f} M parameters")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -89,3 +90,23 @@ def test_train_resume_export(tmp_path):
     scores = proxy.evaluate_tasks(model, TaskSampler(tok, (0.95, 1.0)), ["niah_single_1", "vt"], 512, 1, 0,
                                   model.device)
     assert set(scores) == {"niah_single_1", "vt"} and all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_init_from_a_saved_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    first = proxy.train(_cfg(tmp_path / "a", max_steps=2))
+    src = AutoModelForCausalLM.from_pretrained(first["out_dir"])
+    cfg = _cfg(tmp_path / "b", max_steps=1, lr=0.0, warmup_steps=1) | {"init_from": first["out_dir"]}
+    cfg["tokenizer"] = {"path": first["out_dir"]}
+    second = proxy.train(cfg)
+    got = AutoModelForCausalLM.from_pretrained(second["out_dir"])
+    for (name, a), (_, b) in zip(src.state_dict().items(), got.state_dict().items()):
+        assert torch.equal(a, b), name  # lr 0: the weights are exactly the source's
+
+    bad = _cfg(tmp_path / "c", max_steps=1) | {"init_from": first["out_dir"]}
+    bad["tokenizer"] = {"path": first["out_dir"]}
+    bad["model"]["hidden_size"] = 96
+    bad["model"]["num_attention_heads"] = 3
+    with pytest.raises(ValueError, match="init_from="):
+        proxy.train(bad)
