@@ -301,12 +301,12 @@ def score_sample(
     return best
 
 
-def aggregate(sample_scores: Iterable[float]) -> float:
-    """Dataset score: ``round(100 * mean, 2)``; NaN for no samples."""
+def aggregate(sample_scores: Iterable[float], digits: int = 2) -> float:
+    """Dataset score: ``round(100 * mean, digits)``; NaN for no samples."""
     scores = list(sample_scores)
     if not scores:
         return math.nan
-    return round(100 * sum(scores) / len(scores), 2)
+    return round(100 * sum(scores) / len(scores), digits)
 
 
 def score_dataset(

@@ -9,8 +9,6 @@ fixtures. ``"hub"`` reads ``THUDM/LongBench`` from the Hugging Face Hub. v2 like
 
 from __future__ import annotations
 
-import math
-
 from pbs.eval import data as _data
 from pbs.eval import metrics as _metrics
 from pbs.eval import prompts as _prompts
@@ -118,7 +116,4 @@ def process_results_v2(doc: dict, results: list[str]) -> dict:
 
 def aggregate_acc(items: list) -> float:
     """v2 accuracy in percent, one decimal (the reference's ``result.py``); NaN with no questions."""
-    vals = [x for x in items if x is not None]
-    if not vals:
-        return math.nan
-    return round(100 * sum(vals) / len(vals), 1)
+    return _metrics.aggregate((x for x in items if x is not None), digits=1)

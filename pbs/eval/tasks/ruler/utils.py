@@ -16,9 +16,9 @@ Generated samples are cached on disk (:mod:`pbs.eval.ruler.cache`, ``$PBS_RULER_
 
 from __future__ import annotations
 
-import math
 import os
 
+from pbs.eval import metrics as _metrics
 from pbs.eval.ruler import generate as _gen
 from pbs.eval.ruler.cache import cached_generate
 
@@ -81,7 +81,4 @@ def process_results(doc: dict, results: list[str]) -> dict:
 
 def aggregate_score(items: list) -> float:
     """RULER's task score: ``round(100 * mean, 2)`` (None entries -- other lengths -- skipped); NaN if empty."""
-    vals = [x for x in items if x is not None]
-    if not vals:
-        return math.nan
-    return round(100 * sum(vals) / len(vals), 2)
+    return _metrics.aggregate(x for x in items if x is not None)
