@@ -1,7 +1,7 @@
 """pbs: permuted block-sparse attention (PBS-Attn) and the sparse-prefill baselines it is compared with."""
 
 from . import hf  # noqa: F401  transformers integration; imports transformers only inside its functions
-from .api import AttentionStats, sparse_attention
+from .api import AttentionStats, attend, plan, sparse_attention
 from .config import (
     FlexPrefillConfig,
     FullConfig,
@@ -11,13 +11,14 @@ from .config import (
     PBSConfig,
     XAttentionConfig,
 )
-from .methods import available_methods
+from .methods import Dense, available_methods
 from .plan import SparsePlan
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttentionStats",
+    "Dense",
     "FlexPrefillConfig",
     "FullConfig",
     "MInferenceConfig",
@@ -27,6 +28,8 @@ __all__ = [
     "SparsePlan",
     "XAttentionConfig",
     "__version__",
+    "attend",
     "available_methods",
+    "plan",
     "sparse_attention",
 ]

@@ -1,18 +1,21 @@
-"""The public entry point: ``pbs.sparse_attention``."""
+"""The public steps: ``pbs.plan`` (which tiles), ``pbs.attend`` (attention under a plan), and both in one call,
+``pbs.sparse_attention``."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from .backends import resolve, run_dense, run_plan
 from .config import make_config
-from .methods import Dense, get_method
+from .methods import Dense, NotFused, get_method
 from .plan import SparsePlan
 from .policy import dense_reason
+
+PLANNERS = ("auto", "torch", "triton")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class AttentionStats:
     dense_fallback: why a sparse method ran dense (e.g. too short), else None.
     plan: the SparsePlan that was executed (None for dense runs).
     backend: the backend that ran the attention.
+    planner: what built the plan: "torch" or "triton" (None for dense runs); ``plan.planner_note`` says why a
+        requested fused planner was not used.
     """
 
     density: float
@@ -35,6 +40,80 @@ class AttentionStats:
     dense_fallback: str | None
     plan: SparsePlan | None
     backend: str
+    planner: str | None = None
+
+
+def plan(
+    q: Tensor,
+    k: Tensor,
+    method: str = "pbs",
+    *,
+    scale: float | None = None,
+    planner: str = "auto",
+    short_seq_policy: bool = True,
+    **method_kwargs,
+) -> SparsePlan | Dense:
+    """Which tiles a method computes for these q, k: a :class:`SparsePlan`, or ``Dense(reason)``.
+
+    Args:
+        q: (B, Hq, Nq, D); k: (B, Hkv, Nk, D) (the layout of :func:`sparse_attention`).
+        method, **method_kwargs: as for :func:`sparse_attention`.
+        scale: softmax scale used for the estimation, default 1/sqrt(D); pass the same to :func:`attend`.
+        planner: "auto" (triton on CUDA, torch elsewhere), "torch" (the PyTorch reference planners) or "triton"
+            (fused Triton planners: same plan, no host synchronisation; CUDA, or CPU under TRITON_INTERPRET=1).
+            Settings a fused planner does not cover run the torch planner and say so in ``plan.planner_note``.
+        short_seq_policy: on CUDA, return ``Dense`` below the crossover length measured for this GPU
+            (``pbs/crossover.json``), where dense attention is faster than planning + sparse attention.
+
+    The plan can be printed (density, shapes, block size, permutations, planner) and reused for any number of
+    :func:`attend` calls with the same q/k shapes (e.g. repeated timing, or layers that share it).
+    """
+    _check_inputs(q, k, k)
+    scale = _check_scale(scale, q)
+    spec = get_method(method)
+    cfg = make_config(spec.config_cls, method_kwargs)
+    if planner not in PLANNERS:
+        raise ValueError(f"planner must be one of {list(PLANNERS)}, got planner={planner!r}")
+    if planner == "auto":
+        planner = "triton" if q.device.type == "cuda" else "torch"
+    if short_seq_policy and q.device.type == "cuda":
+        reason = dense_reason(method, k.shape[2], q.device, "triton")
+        if reason:
+            return Dense(reason)
+    with torch.no_grad():
+        if planner == "triton" and spec.fused_plan is not None:
+            try:
+                return spec.fused_plan(q, k, cfg, scale)
+            except NotFused as why:
+                return _noted(spec.plan(q, k, cfg, scale), f"fused planner not used: {why}")
+        result = spec.plan(q, k, cfg, scale)
+        if planner == "triton":
+            return _noted(result, f"fused planner not used: method {method!r} has none")
+        return result
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan | Dense, *, scale: float | None = None,
+           backend: str = "auto") -> Tensor:
+    """Causal attention of q over k, v restricted to ``plan`` (dense causal attention for ``Dense``).
+
+    q (B, Hq, Nq, D); k, v (B, Hkv, Nk, D); returns (B, Hq, Nq, D) in q's dtype. ``backend`` as for
+    :func:`sparse_attention`. The plan must have been made for these shapes.
+    """
+    _check_inputs(q, k, v)
+    scale = _check_scale(scale, q)
+    backend = resolve(backend, q.device)
+    with torch.no_grad():
+        if isinstance(plan, Dense):
+            return run_dense(q, k, v, scale, backend)
+        if not isinstance(plan, SparsePlan):
+            raise ValueError(f"plan must be a SparsePlan or Dense (from pbs.plan), got plan={type(plan).__name__}")
+        batch, heads = plan.kv_num_blocks.shape[:2]
+        if (plan.seq_len_q, plan.seq_len_kv, batch, heads) != (q.shape[2], k.shape[2], q.shape[0], q.shape[1]):
+            raise ValueError(
+                f"plan does not match the inputs: plan (B={batch}, H={heads}, Nq={plan.seq_len_q}, "
+                f"Nk={plan.seq_len_kv}) vs q.shape={tuple(q.shape)}, k.shape={tuple(k.shape)}"
+            )
+        return run_plan(q, k, v, plan, scale, backend)
 
 
 def sparse_attention(
@@ -46,11 +125,14 @@ def sparse_attention(
     causal: bool = True,
     scale: float | None = None,
     backend: str = "auto",
+    planner: str = "auto",
     return_stats: bool = False,
     short_seq_policy: bool = True,
     **method_kwargs,
 ):
     """Causal (block-)sparse attention for prefill, in the layout of ``scaled_dot_product_attention``.
+
+    ``pbs.plan`` then ``pbs.attend``, plus stats.
 
     Args:
         q: (B, Hq, Nq, D) queries; the last Nq positions of the sequence (query i sits at Nk − Nq + i).
@@ -59,19 +141,22 @@ def sparse_attention(
             ``full`` dense causal attention;
             ``pbs`` PBS-Attn — block_size=128, segment_size=256, threshold=0.9, permute="key"
             ("key" | "query" | "key+query" | "none"), scoring="mean" ("antidiagonal" = PBS-Attn+, stride=8),
-            share_permutation="q_head" ("kv_head" = App. G), force_sink=True;
-            ``meanpool`` block_size=128, threshold=0.9, force_sink=True, force_current=True;
+            share_permutation="q_head" ("kv_head" = App. G), force_sink=True, budget=None;
+            ``meanpool`` block_size=128, threshold=0.9, force_sink=True, force_current=True, budget=None;
             ``xattention`` block_size=128, stride=8, threshold=0.9, keep_sink=False, keep_recent=False;
             ``minference`` vertical_size=1000, slash_size=6096, last_q=64, block_size=64,
             num_sink_columns=30, num_local_diagonals=100;
             ``flexprefill`` gamma=0.95, tau=0.1, block_size=128, min_budget=1, max_budget=None;
-            ``oracle`` block_size=128, segment_size=256, threshold=0.9, permute="none" ("none" | "key").
-            A threshold (gamma) >= 1 selects every causal block. Defaults live in ``pbs.config``.
+            ``oracle`` block_size=128, segment_size=256, threshold=0.9, permute="none" ("none" | "key"), budget=None.
+            A threshold (gamma) >= 1 selects every causal block. ``budget`` (a target density in (0, 1]) replaces
+            the threshold: per row the forced tiles plus the top-scoring tiles up to budget × the row's causal
+            tiles. Defaults live in ``pbs.config``.
         causal: must be True (all methods are causal prefill methods).
         scale: softmax scale, default 1/sqrt(D).
         backend: "auto" (triton on CUDA, torch elsewhere), "torch" (the pure-PyTorch reference, any device),
             "triton" (our permuted block-sparse FlashAttention kernel; CUDA, or CPU under TRITON_INTERPRET=1),
             "flex" (the same plan through PyTorch FlexAttention).
+        planner: "auto" | "torch" | "triton", see :func:`plan`.
         return_stats: also return an :class:`AttentionStats`.
         short_seq_policy: on the triton backend, run dense below the crossover length measured for this GPU
             (``pbs/crossover.json``); ``stats.dense_fallback`` says so. False always runs the sparse plan.
@@ -84,7 +169,8 @@ def sparse_attention(
 
     Raises:
         ValueError: naming the argument and its value, for wrong ranks, mismatched batch/head_dim/dtype/device,
-            Hq not a multiple of Hkv, Nq > Nk, an unknown method, backend or kwarg, or an invalid kwarg value.
+            Hq not a multiple of Hkv, Nq > Nk, an unknown method, backend, planner or kwarg, or an invalid kwarg
+            value.
 
     Example:
         >>> out, stats = pbs.sparse_attention(q, k, v, method="pbs", threshold=0.9, return_stats=True)
@@ -94,35 +180,40 @@ def sparse_attention(
     if causal is not True:
         raise ValueError(f"causal must be True: every method is a causal prefill method, got causal={causal!r}")
     backend = resolve(backend, q.device)
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got scale={scale!r}")
-    spec = get_method(method)
-    cfg = make_config(spec.config_cls, method_kwargs)
-
-    with torch.no_grad():
-        short = dense_reason(method, k.shape[2], q.device, backend) if short_seq_policy else None
-        result = Dense(short) if short else spec.plan(q, k, cfg, float(scale))
-        if isinstance(result, Dense):
-            out = run_dense(q, k, v, float(scale), backend)
-            plan, reason = None, result.reason
-            per_head = torch.ones(q.shape[0], q.shape[1], dtype=torch.float64)
-        else:
-            out = run_plan(q, k, v, result, float(scale), backend)
-            plan, reason = result, None
-            per_head = result.density_per_head().cpu()
+    scale = _check_scale(scale, q)
+    the_plan = plan(q, k, method, scale=scale, planner=planner,
+                    short_seq_policy=short_seq_policy and backend == "triton", **method_kwargs)
+    out = attend(q, k, v, the_plan, scale=scale, backend=backend)
     if not return_stats:
         return out
+    if isinstance(the_plan, Dense):
+        per_head = torch.ones(q.shape[0], q.shape[1], dtype=torch.float64)
+        sparse, reason = None, the_plan.reason
+    else:
+        per_head = the_plan.density_per_head().cpu()
+        sparse, reason = the_plan, None
     stats = AttentionStats(
         density=float(per_head.mean()),
         per_head=per_head,
         method=method,
         dense_fallback=reason,
-        plan=plan,
+        plan=sparse,
         backend=backend,
+        planner=None if sparse is None else sparse.planner,
     )
     return out, stats
+
+
+def _noted(result, note: str):
+    return replace(result, planner_note=note) if isinstance(result, SparsePlan) else result
+
+
+def _check_scale(scale, q: Tensor) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(q.shape[-1])
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got scale={scale!r}")
+    return float(scale)
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:

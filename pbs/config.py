@@ -30,6 +30,13 @@ def _check_threshold(value) -> None:
         raise ValueError(f"threshold must be a number > 0 (>= 1 selects every causal block), got threshold={value!r}")
 
 
+def _check_budget(value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"budget must be None or a target density in (0, 1], got budget={value!r}")
+
+
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {name}={value!r}")
@@ -68,11 +75,13 @@ class PBSConfig:
     stride: int = 8  # antidiagonal stride, used only with scoring="antidiagonal" (PBS-Attn+ uses XAttention's 8)
     share_permutation: str = "q_head"  # the paper's default; "kv_head" is App. G (one permutation per GQA group)
     force_sink: bool = True  # the block holding original token 0 (the attention sink) is always computed
+    budget: float | None = None  # target density: per row the forced tiles + top tiles up to budget·(causal tiles)
 
     def __post_init__(self):
         _check_block_size("block_size", self.block_size)
         _check_segment_size(self.segment_size, self.block_size)
         _check_threshold(self.threshold)
+        _check_budget(self.budget)
         _check_choice("permute", self.permute, PERMUTE_MODES)
         _check_choice("scoring", self.scoring, SCORING_MODES)
         _check_stride(self.stride, self.block_size)
@@ -87,10 +96,12 @@ class MeanPoolConfig:
     threshold: float = 0.9  # as PBS
     force_sink: bool = True  # block 0 always computed (the paper notes this makes it a strong baseline)
     force_current: bool = True  # the diagonal block always computed
+    budget: float | None = None  # target density instead of the threshold (as PBSConfig.budget)
 
     def __post_init__(self):
         _check_block_size("block_size", self.block_size)
         _check_threshold(self.threshold)
+        _check_budget(self.budget)
 
 
 @dataclass
@@ -158,11 +169,13 @@ class OracleConfig:
     segment_size: int = 256  # segments of the key permutation, as PBS
     threshold: float = 0.9  # fraction of each query block's exact attention mass to cover
     permute: str = "none"  # "none" or "key" (PBS's key permutation)
+    budget: float | None = None  # target density instead of the threshold (as PBSConfig.budget)
 
     def __post_init__(self):
         _check_block_size("block_size", self.block_size)
         _check_segment_size(self.segment_size, self.block_size)
         _check_threshold(self.threshold)
+        _check_budget(self.budget)
         _check_choice("permute", self.permute, ("none", "key"))
 
 

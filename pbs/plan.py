@@ -7,8 +7,8 @@ Geometry (all positions are *absolute* token positions in the key sequence):
 * Blocks are aligned to absolute positions: key block ``kb`` covers permuted key *slots*
   ``[kb*bs, (kb+1)*bs) ∩ [0, Nk)``; plan row ``r`` is query block ``first_q_block + r`` and covers query slots
   whose positions fall in ``[(first_q_block+r)*bs, ...+bs) ∩ [q_offset, Nk)``.
-* ``key_perm[b, hp, slot]`` is the original key index at a permuted slot (``None`` = identity); ``hp`` indexes
-  either the query heads or the KV heads (``key_perm_heads``). ``query_perm[b, h, slot]`` is the original query
+* ``key_perm[b, hp, slot]`` is the original key index at a permuted slot (``None`` = identity; int64 from the
+  torch planners, int32 from the fused ones); ``hp`` indexes either the query heads or the KV heads. ``query_perm[b, h, slot]`` is the original query
   row at a permuted query slot (``None`` = identity); outputs are always written to the original rows.
 * Per (batch, query head, row) the plan lists key blocks in two disjoint groups, with FlexAttention's names:
   ``full_kv_*`` tiles need no mask (every key precedes every query of the row), ``kv_*`` tiles need the token
@@ -33,7 +33,10 @@ class SparsePlan:
     """Which key tiles each query block attends to, and the permutations to apply.
 
     Shapes: ``B`` batch, ``H`` query heads, ``R`` plan rows (query blocks), ``M*`` padded list lengths.
-    Index tensors are int32; entries past a row's count are padding (0) and must be ignored.
+    Counts are int32, block indices int32 or int16; entries past a row's count are padding and must be ignored.
+    A plan depends only on q, k, the method's settings and the scale: it can be reused for every call with those
+    (e.g. timed repeatedly, or shared by layers that share them). ``planner`` says what built it ("torch" or
+    "triton"), ``planner_note`` why a fused planner was not used (None if it was, or was not asked for).
     """
 
     block_size: int
@@ -47,6 +50,19 @@ class SparsePlan:
     query_perm: Tensor | None = None  # (B, H, Nq) int64: permuted query slot -> original query row
     col_num: Tensor | None = None  # (B, H, R) gathered columns per row
     col_indices: Tensor | None = None  # (B, H, R, Mc) original key positions
+    planner: str = "torch"
+    planner_note: str | None = None
+
+    def __repr__(self) -> str:
+        batch, heads, rows = self.kv_num_blocks.shape
+        def shape(t):
+            return None if t is None else f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+        return (
+            f"SparsePlan(density={self.density():.4f}, batch={batch}, heads={heads}, seq_len_q={self.seq_len_q}, "
+            f"seq_len_kv={self.seq_len_kv}, block_size={self.block_size}, rows={rows}, "
+            f"key_perm={shape(self.key_perm)}, query_perm={shape(self.query_perm)}, columns={shape(self.col_indices)}, "
+            f"planner={self.planner!r}" + (f", planner_note={self.planner_note!r}" if self.planner_note else "") + ")"
+        )
 
     @property
     def q_offset(self) -> int:
@@ -103,11 +119,8 @@ class SparsePlan:
         positions they hold. ``col_indices`` (B, H, R, C) with ``col_valid`` adds gathered columns.
         """
         batch, heads, rows, nkb = block_mask.shape
-        device = block_mask.device
-        kmin, kmax = _key_block_bounds(key_perm, batch, heads, num_kv_heads, seq_len_kv, block_size, device)
-        qmin, qmax = _query_row_bounds(query_perm, batch, heads, seq_len_q, seq_len_kv, block_size, device)
-        visible = kmin[:, :, None, :] <= qmax[:, :, :, None]  # (B, H, R, T)
-        full = kmax[:, :, None, :] <= qmin[:, :, :, None]
+        visible, full = tile_visibility(key_perm, query_perm, batch, heads, num_kv_heads, seq_len_q, seq_len_kv,
+                                        block_size, block_mask.device)
         mask = block_mask & visible
         full_mask = mask & full
         partial_mask = mask & ~full
@@ -139,6 +152,15 @@ class SparsePlan:
             b, h, r, m = torch.nonzero(valid, as_tuple=True)
             out[b, h, r, idx[b, h, r, m].long()] = True
         return out
+
+
+def tile_visibility(key_perm, query_perm, batch, heads, num_kv_heads, seq_len_q, seq_len_kv, block_size,
+                    device=None) -> tuple[Tensor, Tensor]:
+    """(B, H, R, T) bool pair: some key of the tile precedes some query of the row (``visible``), and every key
+    precedes every query (``full``: no mask needed), from original positions."""
+    kmin, kmax = _key_block_bounds(key_perm, batch, heads, num_kv_heads, seq_len_kv, block_size, device)
+    qmin, qmax = _query_row_bounds(query_perm, batch, heads, seq_len_q, seq_len_kv, block_size, device)
+    return kmin[:, :, None, :] <= qmax[:, :, :, None], kmax[:, :, None, :] <= qmin[:, :, :, None]
 
 
 def _key_block_bounds(key_perm, batch, heads, num_kv_heads, nk, bs, device):

@@ -26,6 +26,25 @@ def select_cumulative(probs: Tensor, candidates: Tensor, threshold: float, credi
     return torch.zeros_like(candidates).scatter(-1, order, keep)
 
 
+def select_budget(scores: Tensor, candidates: Tensor, forced: Tensor, budget: float, row_blocks: Tensor) -> Tensor:
+    """Budget selection: per row the top candidate tiles by score, up to ``round(budget * (qb + 1))`` tiles with
+    the forced ones counted first (``qb + 1`` = the row's causal tiles, the paper's density denominator).
+
+    scores: (B, H, R, T) block scores (NaN counts as 0); candidates, forced: bool broadcastable to scores
+    (``forced`` = the forced tiles that will be listed); row_blocks: (R,) absolute query block of each row.
+    Ties go to the lower key block. Returns the selected candidates (forced tiles not included), bool.
+    """
+    candidates, forced = candidates.expand_as(scores), forced.expand_as(scores)
+    want = torch.floor(budget * (row_blocks.double() + 1) + 0.5).long()  # (R,)
+    extra = (want[:, None] - forced.sum(-1, keepdim=True)).clamp(min=0)  # (B, H, R, 1)
+    free = candidates & ~forced
+    p = torch.nan_to_num(scores.float(), nan=0.0).masked_fill(~free, -1.0)
+    order = torch.sort(p, dim=-1, descending=True, stable=True).indices
+    rank = torch.arange(p.shape[-1], device=p.device)
+    keep = rank < extra
+    return torch.zeros_like(free).scatter(-1, order, keep) & free
+
+
 def sink_blocks(key_perm: Tensor | None, rows: int, num_kv_blocks: int, heads: int, batch: int, block_size: int,
                 device=None) -> Tensor:
     """(B, H, R, T) bool: the key block holding original token 0, in every row."""

@@ -1,25 +1,53 @@
-"""MeanPooling baseline: mean-pooled block scores over all causal tiles, no permutation (the paper's §4.1)."""
+"""MeanPooling baseline: mean-pooled block scores over all causal tiles, no permutation (the paper's §4.1).
+
+``plan`` is the PyTorch reference; ``plan_fused`` builds the same plan with the fused selection kernel.
+"""
 
 from __future__ import annotations
 
 from ..config import MeanPoolConfig
+from ..permutation import block_means
 from ..plan import SparsePlan
-from ..scoring import causal_blocks, mean_pooled_block_probs
-from ..selection import select_cumulative
-from .registry import register_method
+from ..scoring import block_grid, causal_blocks, mean_pooled_block_probs, pooled_queries
+from ..selection import select_budget, select_cumulative
+from .registry import register_fused, register_method
 
 
 @register_method("meanpool", MeanPoolConfig)
 def plan(q, k, cfg: MeanPoolConfig, scale: float) -> SparsePlan:
     nq, nk, bs = q.shape[2], k.shape[2], cfg.block_size
     causal = causal_blocks(nq, nk, bs, q.device)
-    probs = mean_pooled_block_probs(q, k, causal, bs, scale)
-    selected = select_cumulative(probs, causal, cfg.threshold)
+    forced = causal.new_zeros(causal.shape)
     if cfg.force_sink:
-        selected[..., 0] = True
+        forced[:, 0] = True
     if cfg.force_current:
-        selected = selected | _diagonal(causal)
-    return SparsePlan.from_block_mask(selected, block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1])
+        forced = forced | _diagonal(causal)
+    probs = mean_pooled_block_probs(q, k, causal, bs, scale)
+    if cfg.budget is not None:
+        selected = select_budget(probs, causal, forced, cfg.budget, block_grid(nq, nk, bs)[0])
+    else:
+        selected = select_cumulative(probs, causal, cfg.threshold)
+    return SparsePlan.from_block_mask(
+        selected | forced, block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1]
+    )
+
+
+@register_fused("meanpool")
+def plan_fused(q, k, cfg: MeanPoolConfig, scale: float) -> SparsePlan:
+    from ..kernels.block_select import RowRule
+    from ..kernels.planning import plan_from_scores, pooled_logits
+
+    nk, bs = k.shape[2], cfg.block_size
+    scores = None
+    if cfg.budget is not None or cfg.threshold < 1:
+        pooled_q = pooled_queries(q, None, nk, bs)
+        pooled_k = block_means(k, bs)
+        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1, scale)  # noqa: E731
+    rule = RowRule(force_sink=cfg.force_sink, force_diagonal=cfg.force_current)
+    return plan_from_scores(
+        scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule, part_width=1,
+        threshold=cfg.threshold, budget=cfg.budget, is_logits=True,
+    )
 
 
 def _diagonal(causal):

@@ -1,0 +1,203 @@
+"""Block selection on the GPU: block scores of one plan row -> the plan's full / partial index lists, in one launch.
+
+The fused counterpart of ``pbs.selection.select_cumulative`` + the forced tiles + ``SparsePlan.from_block_mask``:
+one program per (b, head, plan row) reads the row's scores (logits, softmaxed here over the candidate tiles, or
+probabilities), selects, adds the forced tiles, drops tiles no query of the row can see and writes the survivors
+as ascending key-block lists split into full tiles (no mask) and partial tiles (token causal mask). No host
+synchronisation: the lists are allocated at their worst-case width.
+
+Selection rules (same as the torch reference, ties broken by the lower key-block index):
+* threshold: tiles in decreasing score order while the mass taken before them (plus ``credit``) is below the
+  threshold; zero-mass tiles are never taken; ``threshold >= 1`` takes every candidate.
+* budget: per row, the forced tiles plus the top candidates by score up to ``round(budget * (qb + 1))`` tiles,
+  ``qb + 1`` being the row's causal tiles (the paper's density denominator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """Which tiles of a row are candidates and which are forced (constexpr flags of the kernel).
+
+    exclude_segment: blocks per segment whose diagonal segment is forced and not a candidate (PBS), 0 = none.
+    force_sink: the key block holding original token 0; force_diagonal: the row's own key block.
+    """
+
+    exclude_segment: int = 0
+    force_sink: bool = False
+    force_diagonal: bool = False
+
+
+@triton.jit
+def _select_kernel(
+    SCORES, KMIN, KMAX, SINK, QMIN, QMAX, FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
+    stride_sb, stride_sh, stride_sr,
+    stride_kb, stride_kh, stride_zb, stride_qb, stride_qh,
+    stride_fnb, stride_fnh, stride_fib, stride_fih, stride_fir,
+    stride_pnb, stride_pnh, stride_pib, stride_pih, stride_pir,
+    seq_len_kv, q_offset, first_q_block, num_kv_blocks, head_offset, threshold, budget,
+    H: tl.constexpr, HEADS_PER_PERM: tl.constexpr, T_PAD: tl.constexpr, BS: tl.constexpr,
+    EXCLUDE_SEGMENT: tl.constexpr, FORCE_SINK: tl.constexpr, FORCE_DIAGONAL: tl.constexpr,
+    IS_LOGITS: tl.constexpr, SELECT_ALL: tl.constexpr, USE_BUDGET: tl.constexpr,
+    HAS_KEY_PERM: tl.constexpr, HAS_QUERY_PERM: tl.constexpr, PART_WIDTH: tl.constexpr,
+):
+    row = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H  # head within the chunk
+    hg = head_offset + h  # head in the whole tensor (for permutation-head lookups)
+    qb = first_q_block + row
+    kb = tl.arange(0, T_PAD)
+    in_range = kb < num_kv_blocks
+    causal = in_range & (kb <= qb)
+
+    # -- candidates and forced tiles --
+    if EXCLUDE_SEGMENT > 0:
+        forced = in_range & ((kb // EXCLUDE_SEGMENT) == (qb // EXCLUDE_SEGMENT))
+        cand = causal & ~forced
+    else:
+        forced = kb < 0
+        cand = causal
+    if FORCE_DIAGONAL:
+        forced = forced | (kb == qb)
+    hp = hg // HEADS_PER_PERM
+    if FORCE_SINK:
+        if HAS_KEY_PERM:
+            sink = tl.load(SINK + b.to(tl.int64) * stride_zb + hp)
+        else:
+            sink = 0
+        forced = forced | (kb == sink)
+
+    # -- which tiles the row's queries can see, and which need no mask (original positions) --
+    if HAS_KEY_PERM:
+        kb_ptr = b.to(tl.int64) * stride_kb + hp * stride_kh + kb
+        kmin = tl.load(KMIN + kb_ptr, mask=in_range, other=0)
+        kmax = tl.load(KMAX + kb_ptr, mask=in_range, other=0)
+    else:
+        kmin = kb * BS
+        kmax = tl.minimum(kb * BS + BS - 1, seq_len_kv - 1)
+    if HAS_QUERY_PERM:
+        q_ptr = b.to(tl.int64) * stride_qb + hg * stride_qh + row
+        qmin = tl.load(QMIN + q_ptr)
+        qmax = tl.load(QMAX + q_ptr)
+    else:
+        qmin = tl.maximum(qb * BS, q_offset)
+        qmax = tl.minimum(qb * BS + BS - 1, seq_len_kv - 1)
+    visible = in_range & (kmin <= qmax)
+    full = kmax <= qmin
+
+    # -- selection --
+    if SELECT_ALL:
+        sel = cand
+    else:
+        s = tl.load(SCORES + b.to(tl.int64) * stride_sb + h * stride_sh + row * stride_sr + kb, mask=cand,
+                    other=0.0).to(tl.float32)
+        if IS_LOGITS:
+            x = tl.where(cand, s, float("-inf"))
+            x_max = tl.max(x, 0)
+            e = tl.exp(x - x_max)
+            p = e / tl.sum(e, 0)
+        else:
+            p = tl.where(cand, s, 0.0)
+        p = tl.where(p == p, p, 0.0)  # NaN rows select nothing, as nan_to_num in the reference
+        p = tl.where(cand, p, 0.0)
+        # one int64 key per tile: descending score, ties by ascending index
+        packed = (p.to(tl.int32, bitcast=True).to(tl.int64) << 32) | (T_PAD - 1 - kb).to(tl.int64)
+        if USE_BUDGET:
+            listed_forced = tl.sum((forced & visible).to(tl.int32), 0)
+            want = tl.floor(budget * (qb + 1) + 0.5).to(tl.int32)
+            extra = tl.maximum(want - listed_forced, 0)
+            free = cand & ~forced
+            packed = tl.where(free, packed, -1)
+            ordered = tl.sort(packed, descending=True)
+            kth = tl.sum(tl.where(kb == extra - 1, ordered, 0), 0)
+            sel = free & (packed >= kth) & (extra > 0)
+        else:
+            ordered = tl.sort(packed, descending=True)
+            ps = (ordered >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+            before = tl.cumsum(ps, 0) - ps
+            keep = (before < threshold) & (ps > 0)
+            n_keep = tl.sum(keep.to(tl.int32), 0)
+            kth = tl.min(tl.where(keep, ordered, 0x7FFFFFFFFFFFFFFF), 0)
+            sel = cand & (packed >= kth) & (n_keep > 0)
+
+    final = ((sel | forced) & visible).to(tl.int32)  # [Note] int32 round trip: the interpreter's int1 '&' can
+    full_sel = (final * full.to(tl.int32)) != 0        # yield a non-bool store mask
+    part_sel = (final * (1 - full.to(tl.int32))) != 0
+    base_b = b.to(tl.int64)
+    pos = tl.cumsum(full_sel.to(tl.int32), 0) - 1
+    tl.store(FULL_IDX + base_b * stride_fib + h * stride_fih + row * stride_fir + pos,
+             kb.to(FULL_IDX.dtype.element_ty), mask=full_sel)
+    tl.store(FULL_NUM + base_b * stride_fnb + h * stride_fnh + row, tl.sum(full_sel.to(tl.int32), 0))
+    pos = tl.cumsum(part_sel.to(tl.int32), 0) - 1
+    tl.store(PART_IDX + base_b * stride_pib + h * stride_pih + row * stride_pir + pos,
+             kb.to(PART_IDX.dtype.element_ty), mask=part_sel & (pos < PART_WIDTH))
+    tl.store(PART_NUM + base_b * stride_pnb + h * stride_pnh + row, tl.sum(part_sel.to(tl.int32), 0))
+
+
+def index_dtype(num_kv_blocks: int) -> torch.dtype:
+    """int16 key-block indices while they fit (half the bytes of a (B, H, R, T) list), else int32."""
+    return torch.int16 if num_kv_blocks <= torch.iinfo(torch.int16).max else torch.int32
+
+
+def select_blocks(
+    scores: Tensor | None,
+    out: tuple[Tensor, Tensor, Tensor, Tensor],
+    *,
+    rule: RowRule,
+    seq_len_q: int,
+    seq_len_kv: int,
+    block_size: int,
+    num_heads: int,
+    head_offset: int = 0,
+    is_logits: bool = True,
+    threshold: float = 0.9,
+    budget: float | None = None,
+    key_bounds: tuple[Tensor, Tensor] | None = None,
+    sink: Tensor | None = None,
+    query_bounds: tuple[Tensor, Tensor] | None = None,
+) -> None:
+    """Select the tiles of a chunk of heads and write them into ``out`` = (full_num, full_idx, part_num, part_idx).
+
+    scores: (B, h, R, T) float logits (``is_logits``) or probabilities for heads ``head_offset ..
+    head_offset + h`` of ``num_heads`` query heads (None when ``threshold >= 1``); out tensors are views of the
+    plan's (B, h, R, ...) lists.
+    key_bounds: (kmin, kmax) (B, Hp, T) int32 original-position bounds of permuted key blocks (None = natural
+    order), with ``sink`` (B, Hp) int32 the block of key 0; query_bounds: (qmin, qmax) (B, H, R) for permuted
+    queries. A partial list narrower than a row's partial tiles would drop tiles: callers size it by the rule.
+    """
+    full_num, full_idx, part_num, part_idx = out
+    batch, heads, rows = full_num.shape
+    nkb = -(-seq_len_kv // block_size)
+    select_all = budget is None and threshold >= 1
+    if scores is None and not select_all:
+        raise ValueError("select_blocks needs scores unless threshold >= 1")
+    dummy = torch.zeros(1, 1, 1, dtype=torch.int32, device=full_num.device)
+    sc = scores if scores is not None else dummy.float()
+    kmin, kmax = key_bounds if key_bounds is not None else (dummy, dummy)
+    sink_t = sink if sink is not None else dummy[0]
+    qmin, qmax = query_bounds if query_bounds is not None else (dummy, dummy)
+    heads_per_perm = num_heads // kmin.shape[1] if key_bounds is not None else 1
+    _select_kernel[(rows, batch * heads)](
+        sc, kmin, kmax, sink_t, qmin, qmax, full_num, full_idx, part_num, part_idx,
+        sc.stride(0), sc.stride(1), sc.stride(2),
+        kmin.stride(0), kmin.stride(1), sink_t.stride(0), qmin.stride(0), qmin.stride(1),
+        full_num.stride(0), full_num.stride(1), full_idx.stride(0), full_idx.stride(1), full_idx.stride(2),
+        part_num.stride(0), part_num.stride(1), part_idx.stride(0), part_idx.stride(1), part_idx.stride(2),
+        seq_len_kv, seq_len_kv - seq_len_q, (seq_len_kv - seq_len_q) // block_size, nkb, head_offset,
+        float(min(threshold, 1.0)), float(budget or 0.0),
+        H=heads, HEADS_PER_PERM=heads_per_perm, T_PAD=max(16, triton.next_power_of_2(nkb)), BS=block_size,
+        EXCLUDE_SEGMENT=rule.exclude_segment, FORCE_SINK=rule.force_sink, FORCE_DIAGONAL=rule.force_diagonal,
+        IS_LOGITS=is_logits, SELECT_ALL=select_all, USE_BUDGET=budget is not None,
+        HAS_KEY_PERM=key_bounds is not None, HAS_QUERY_PERM=query_bounds is not None,
+        PART_WIDTH=part_idx.shape[-1], num_warps=4,
+    )
+
