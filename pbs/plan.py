@@ -33,7 +33,7 @@ class SparsePlan:
     """Which key tiles each query block attends to, and the permutations to apply.
 
     Shapes: ``B`` batch, ``H`` query heads, ``R`` plan rows (query blocks), ``M*`` padded list lengths.
-    Counts are int32, block indices int32 or int16; entries past a row's count are padding and must be ignored.
+    Counts are int32, block indices int32 or int16; entries past a row's count are padding (0) and must be ignored.
     A plan depends only on q, k, the method's settings and the scale: it can be reused for every call with those
     (e.g. timed repeatedly, or shared by layers that share them). ``planner`` says what built it ("torch" or
     "triton"), ``planner_note`` why a fused planner was not used (None if it was, or was not asked for).

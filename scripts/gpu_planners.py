@@ -164,6 +164,39 @@ def timing(out_rows: list, lengths: list[int], methods: list[str] | None) -> Non
         torch.cuda.empty_cache()
 
 
+def profile(out_dir: Path, lengths: list[int]) -> None:
+    """Where the fused planners' time goes: host time per call (no sync) and a CUDA-time table per kernel."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    lines = []
+    for n in lengths:
+        q, k, _ = structured_qkv(1, 32, 8, n, 128, structure=BENCH_STRUCTURE, seed=0, dtype=torch.bfloat16,
+                                 device="cuda")
+        for method, kwargs in (("pbs", {}), ("pbs", {"permute": "none"}), ("meanpool", {})):
+            fn = lambda: pbs.plan(q, k, method, planner="triton", short_seq_policy=False, **kwargs)  # noqa: E731
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                fn()
+            host_ms = (time.perf_counter() - t0) / 20 * 1e3
+            torch.cuda.synchronize()
+            gpu_ms = _events(fn)
+            with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    fn()
+                torch.cuda.synchronize()
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60)
+            head = f"## {method} {kwargs} N={n}: host {host_ms:.3f} ms/call (no sync), events {gpu_ms:.3f} ms/call"
+            lines += [head, "```", table, "```", ""]
+            print(head, flush=True)
+        del q, k
+        torch.cuda.empty_cache()
+    (out_dir / "profile.md").write_text("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -178,6 +211,8 @@ def main() -> None:
     t0 = time.time()
     if "check" in args.parts:
         check(rows, args.seed)
+    if "profile" in args.parts:
+        profile(out, [n for n in args.lengths if n in (8192, 131072)] or args.lengths[:1])
     if "timing" in args.parts:
         timing(rows, args.lengths, args.methods)
     keys = sorted({k for r in rows for k in r}, key=lambda c: (c not in ("part", "method", "kwargs"), c))

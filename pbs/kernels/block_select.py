@@ -103,31 +103,35 @@ def _select_kernel(
         if IS_LOGITS:
             x = tl.where(cand, s, float("-inf"))
             x_max = tl.max(x, 0)
-            e = tl.exp(x - x_max)
+            e = tl.exp(x - tl.where(x_max == float("-inf"), 0.0, x_max))
             p = e / tl.sum(e, 0)
         else:
             p = tl.where(cand, s, 0.0)
         p = tl.where(p == p, p, 0.0)  # NaN rows select nothing, as nan_to_num in the reference
         p = tl.where(cand, p, 0.0)
-        # one int64 key per tile: descending score, ties by ascending index
-        packed = (p.to(tl.int32, bitcast=True).to(tl.int64) << 32) | (T_PAD - 1 - kb).to(tl.int64)
+        # rank by descending score, ties by ascending index: sort the scores (fp32), find the value v of the last
+        # tile taken, then take every tile above v and the first tiles equal to v in index order
         if USE_BUDGET:
             listed_forced = tl.sum((forced & visible).to(tl.int32), 0)
             want = tl.floor(budget * (qb + 1) + 0.5).to(tl.int32)
-            extra = tl.maximum(want - listed_forced, 0)
-            free = cand & ~forced
-            packed = tl.where(free, packed, -1)
-            ordered = tl.sort(packed, descending=True)
-            kth = tl.sum(tl.where(kb == extra - 1, ordered, 0), 0)
-            sel = free & (packed >= kth) & (extra > 0)
+            n_take = tl.maximum(want - listed_forced, 0)
+            pool = cand & ~forced
+            ranked = tl.where(pool, p, -1.0)
+            ordered = tl.sort(ranked, descending=True)
+            v = tl.sum(tl.where(kb == n_take - 1, ordered, 0.0), 0)
+            v = tl.where(n_take > tl.sum(pool.to(tl.int32), 0), -1.0, v)
         else:
-            ordered = tl.sort(packed, descending=True)
-            ps = (ordered >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-            before = tl.cumsum(ps, 0) - ps
-            keep = (before < threshold) & (ps > 0)
-            n_keep = tl.sum(keep.to(tl.int32), 0)
-            kth = tl.min(tl.where(keep, ordered, 0x7FFFFFFFFFFFFFFF), 0)
-            sel = cand & (packed >= kth) & (n_keep > 0)
+            pool = cand
+            ranked = p
+            ordered = tl.sort(ranked, descending=True)
+            before = tl.cumsum(ordered, 0) - ordered
+            keep = (before < threshold) & (ordered > 0)
+            n_take = tl.sum(keep.to(tl.int32), 0)
+            v = tl.min(tl.where(keep, ordered, float("inf")), 0)
+        above = pool & (ranked > v)
+        ties = pool & (ranked == v)
+        tie_rank = tl.cumsum(ties.to(tl.int32), 0)
+        sel = (above | (ties & (tie_rank <= n_take - tl.sum(above.to(tl.int32), 0)))) & (n_take > 0)
 
     final = ((sel | forced) & visible).to(tl.int32)  # [Note] int32 round trip: the interpreter's int1 '&' can
     full_sel = (final * full.to(tl.int32)) != 0        # yield a non-bool store mask

@@ -63,9 +63,9 @@ def plan_from_scores(
     rows = nkb - (seq_len_kv - nq) // block_size
     device = q.device
     idx_dtype = index_dtype(nkb)
-    full_num = torch.zeros(batch, heads, rows, dtype=torch.int32, device=device)
+    full_num = torch.empty(batch, heads, rows, dtype=torch.int32, device=device)  # every row is written
     full_idx = torch.zeros(batch, heads, rows, nkb, dtype=idx_dtype, device=device)
-    part_num = torch.zeros_like(full_num)
+    part_num = torch.empty_like(full_num)
     part_idx = torch.zeros(batch, heads, rows, max(1, min(part_width, nkb)), dtype=idx_dtype, device=device)
     group = heads // num_kv_heads
     per_head = max(1, batch * rows * nkb * 4)

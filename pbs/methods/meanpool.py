@@ -24,7 +24,7 @@ def plan(q, k, cfg: MeanPoolConfig, scale: float) -> SparsePlan:
         forced = forced | _diagonal(causal)
     probs = mean_pooled_block_probs(q, k, causal, bs, scale)
     if cfg.budget is not None:
-        selected = select_budget(probs, causal, forced, cfg.budget, block_grid(nq, nk, bs)[0])
+        selected = select_budget(probs, causal, forced, cfg.budget, block_grid(nq, nk, bs, q.device)[0])
     else:
         selected = select_cumulative(probs, causal, cfg.threshold)
     return SparsePlan.from_block_mask(

@@ -32,7 +32,7 @@ def plan(q, k, cfg: OracleConfig, scale: float) -> SparsePlan:
         mass = exact_block_mass(q, k, off_diagonal, bs, scale, key_perm)
         if cfg.budget is not None:
             visible, _ = tile_visibility(key_perm, None, batch, heads, k.shape[1], nq, nk, bs, q.device)
-            selected = select_budget(mass, off_diagonal, forced & visible, cfg.budget, block_grid(nq, nk, bs)[0])
+            selected = select_budget(mass, off_diagonal, forced & visible, cfg.budget, block_grid(nq, nk, bs, q.device)[0])
         else:
             selected = select_cumulative(mass, off_diagonal, cfg.threshold)
     return SparsePlan.from_block_mask(

@@ -62,7 +62,7 @@ def plan(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
             )
         if cfg.budget is not None:
             visible, _ = tile_visibility(key_perm, query_perm, batch, heads, k.shape[1], nq, nk, bs, q.device)
-            selected = select_budget(probs, off_diagonal, forced & visible, cfg.budget, block_grid(nq, nk, bs)[0])
+            selected = select_budget(probs, off_diagonal, forced & visible, cfg.budget, block_grid(nq, nk, bs, q.device)[0])
         else:
             selected = select_cumulative(probs, off_diagonal, cfg.threshold)
     return SparsePlan.from_block_mask(
