@@ -67,14 +67,33 @@ def _row_stats_kernel(
 
 
 @triton.jit
+def _combine_stats_kernel(PART_M, PART_L, ROW_M, ROW_L, splits, stride_p, stride_r, BLOCK_M: tl.constexpr,
+                          SPLITS_PAD: tl.constexpr):
+    """Per (b, q head): the rows' max and normaliser from the splits' partial statistics."""
+    bh = tl.program_id(0)
+    sp = tl.arange(0, SPLITS_PAD)
+    rows = tl.arange(0, BLOCK_M)
+    ptr = bh.to(tl.int64) * stride_p + sp[:, None] * BLOCK_M + rows[None, :]
+    ok = (sp < splits)[:, None]
+    m = tl.load(PART_M + ptr, mask=ok, other=float("-inf"))
+    l = tl.load(PART_L + ptr, mask=ok, other=0.0)
+    m_row = tl.max(m, 0)
+    m_safe = tl.where(m_row == float("-inf"), 0.0, m_row)
+    l_row = tl.sum(l * tl.exp(m - m_safe[None, :]), 0)
+    tl.store(ROW_M + bh.to(tl.int64) * stride_r + rows, m_row)
+    tl.store(ROW_L + bh.to(tl.int64) * stride_r + rows, l_row)
+
+
+@triton.jit
 def _importance_kernel(
     Q, K, ROW_M, ROW_L, IMP,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_rb, stride_rh, stride_ib, stride_ih,
     q_start, m_rows, n_keys, scale,
     HP: tl.constexpr, Q_PER_HP: tl.constexpr, KV_GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROUND_LOGITS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKS: tl.constexpr, ROUND_LOGITS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
-    chunk = tl.program_id(0)
+    pid = tl.program_id(0)
     bhp = tl.program_id(1)
     b = bhp // HP
     hp = bhp % HP
@@ -82,27 +101,38 @@ def _importance_kernel(
     row_ok = rows < m_rows
     offs_d = tl.arange(0, D_PAD)
     d_ok = offs_d < HEAD_DIM
-    cols = chunk * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < n_keys
-    imp = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for g in range(Q_PER_HP):
-        h = hp * Q_PER_HP + g
-        q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + (q_start + rows)[:, None] * stride_qn + offs_d[None, :]
-        q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-        k_base = K + b.to(tl.int64) * stride_kb + (h // KV_GROUP) * stride_kh
-        k = tl.load(k_base + cols[None, :].to(tl.int64) * stride_kn + offs_d[:, None],
-                    mask=col_ok[None, :] & d_ok[:, None], other=0.0)
-        s = tl.dot(q, k, input_precision=DOT_PRECISION)
-        if ROUND_LOGITS:
-            s = s.to(Q.dtype.element_ty).to(tl.float32)
-        stats = b.to(tl.int64) * stride_rb + h * stride_rh + rows
-        m_row = tl.load(ROW_M + stats, mask=row_ok, other=0.0)
-        l_row = tl.load(ROW_L + stats, mask=row_ok, other=1.0)
-        p = tl.exp(s * scale - m_row[:, None]) / l_row[:, None]
-        p = tl.where(row_ok[:, None], p, 0.0)
-        imp += tl.sum(p, 0) / m_rows
-    imp = imp / Q_PER_HP
-    tl.store(IMP + b.to(tl.int64) * stride_ib + hp * stride_ih + cols, imp, mask=col_ok)
+    if Q_PER_HP == 1:  # one query head: its rows and statistics stay in registers for every chunk
+        h1 = hp
+        q1 = tl.load(Q + b.to(tl.int64) * stride_qb + h1 * stride_qh + (q_start + rows)[:, None] * stride_qn
+                     + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        stats1 = b.to(tl.int64) * stride_rb + h1 * stride_rh + rows
+        m1 = tl.load(ROW_M + stats1, mask=row_ok, other=0.0)
+        l1 = tl.load(ROW_L + stats1, mask=row_ok, other=1.0)
+    for c in range(CHUNKS):
+        cols = (pid * CHUNKS + c) * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_keys
+        imp = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for g in range(Q_PER_HP):
+            h = hp * Q_PER_HP + g
+            if Q_PER_HP == 1:
+                q, m_row, l_row = q1, m1, l1
+            else:
+                q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + (q_start + rows)[:, None] * stride_qn
+                            + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+                stats = b.to(tl.int64) * stride_rb + h * stride_rh + rows
+                m_row = tl.load(ROW_M + stats, mask=row_ok, other=0.0)
+                l_row = tl.load(ROW_L + stats, mask=row_ok, other=1.0)
+            k_base = K + b.to(tl.int64) * stride_kb + (h // KV_GROUP) * stride_kh
+            k = tl.load(k_base + cols[None, :].to(tl.int64) * stride_kn + offs_d[:, None],
+                        mask=col_ok[None, :] & d_ok[:, None], other=0.0)
+            s = tl.dot(q, k, input_precision=DOT_PRECISION)
+            if ROUND_LOGITS:
+                s = s.to(Q.dtype.element_ty).to(tl.float32)
+            p = tl.exp(s * scale - m_row[:, None]) / l_row[:, None]
+            p = tl.where(row_ok[:, None], p, 0.0)
+            imp += tl.sum(p, 0) / m_rows
+        imp = imp / Q_PER_HP
+        tl.store(IMP + b.to(tl.int64) * stride_ib + hp * stride_ih + cols, imp, mask=col_ok)
 
 
 @triton.jit
@@ -187,19 +217,22 @@ def key_permutation_fused(q: Tensor, k: Tensor, block_size: int, segment_size: i
         H=heads, KV_GROUP=kv_group, HEAD_DIM=dim, D_PAD=d_pad, BLOCK_M=block_m, BLOCK_N=block_n,
         ROUND_LOGITS=round_logits, DOT_PRECISION=precision, num_warps=8 if on_gpu else 4,
     )
-    row_m = part_m.amax(2)  # (B, Hq, BLOCK_M)
-    row_l = (part_l * torch.exp(part_m - row_m[:, :, None])).sum(2)
+    row_m = torch.empty(batch, heads, block_m, dtype=torch.float32, device=device)
+    row_l = torch.empty_like(row_m)
+    _combine_stats_kernel[(batch * heads,)](part_m, part_l, row_m, row_l, splits, part_m.stride(1), row_m.stride(1),
+                                            BLOCK_M=block_m, SPLITS_PAD=max(2, triton.next_power_of_2(splits)))
 
     # 2. importance of every complete-segment key
     imp = torch.empty(batch, perm_heads, complete, dtype=torch.float32, device=device)
     chunk = 64 if on_gpu else 32
-    _importance_kernel[(-(-complete // chunk), batch * perm_heads)](
+    chunks = 8 if on_gpu else 1  # chunks per program: the query rows are loaded once per 512 keys
+    _importance_kernel[(-(-complete // (chunk * chunks)), batch * perm_heads)](
         q, k, row_m, row_l, imp,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         row_m.stride(0), row_m.stride(1), imp.stride(0), imp.stride(1),
         q_start, m_rows, complete, scale,
         HP=perm_heads, Q_PER_HP=q_per_hp, KV_GROUP=kv_group, HEAD_DIM=dim, D_PAD=d_pad,
-        BLOCK_M=block_m, BLOCK_N=chunk, ROUND_LOGITS=round_logits, DOT_PRECISION=precision,
+        BLOCK_M=block_m, BLOCK_N=chunk, CHUNKS=chunks, ROUND_LOGITS=round_logits, DOT_PRECISION=precision,
         num_warps=8 if on_gpu else 4,
     )
 
@@ -218,11 +251,11 @@ def key_permutation_fused(q: Tensor, k: Tensor, block_size: int, segment_size: i
         num_warps=8 if on_gpu else 4,
     )
     if complete < nk:
-        from ..permutation import block_means
+        from .block_means import block_means_fused
 
         first_tail = complete // block_size
         key_perm[:, :, complete:] = torch.arange(complete, nk, dtype=torch.int32, device=device)
-        tail = block_means(k[:, :, complete:], block_size)  # (B, Hkv, tail blocks, D)
+        tail = block_means_fused(k[:, :, complete:], block_size)  # (B, Hkv, tail blocks, D)
         if perm_heads != kv_heads:
             tail = tail.repeat_interleave(kv_group, dim=1)
         pooled[:, :, first_tail:] = tail

@@ -19,19 +19,20 @@ from .block_select import RowRule, index_dtype, select_blocks
 _SCORE_BYTES = 32 * 2**20  # fp32 block scores held at once (one chunk of heads)
 
 
-def pooled_logits(pooled_q: Tensor, pooled_k: Tensor, h0: int, h1: int, scale: float) -> Tensor:
-    """Mean-pooled block logits of query heads h0..h1: (B, h, R, T) fp32 = pooled_q · pooled_kᵀ · scale.
+def pooled_logits(pooled_q: Tensor, pooled_k: Tensor, h0: int, h1: int) -> Tensor:
+    """Mean-pooled block logits of query heads h0..h1: (B, h, R, T) fp32 = pooled_q · pooled_kᵀ (the softmax scale
+    is folded into pooled_q).
 
     pooled_q: (B, H, R, D); pooled_k: (B, Hk, T, D) with Hk = H (one per query head) or H / G (per KV head,
     shared by the G query heads of its group; chunks are aligned to groups).
     """
     heads, hk = pooled_q.shape[1], pooled_k.shape[1]
     if hk == heads:
-        return torch.matmul(pooled_q[:, h0:h1], pooled_k[:, h0:h1].transpose(-1, -2)) * scale
+        return torch.matmul(pooled_q[:, h0:h1], pooled_k[:, h0:h1].transpose(-1, -2))
     group = heads // hk
     batch, _, rows, dim = pooled_q.shape
     pq = pooled_q[:, h0:h1].reshape(batch, (h1 - h0) // group, group * rows, dim)
-    logits = torch.matmul(pq, pooled_k[:, h0 // group : h1 // group].transpose(-1, -2)) * scale
+    logits = torch.matmul(pq, pooled_k[:, h0 // group : h1 // group].transpose(-1, -2))
     return logits.view(batch, h1 - h0, rows, -1)
 
 

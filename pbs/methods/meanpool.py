@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 from ..config import MeanPoolConfig
-from ..permutation import block_means
 from ..plan import SparsePlan
-from ..scoring import block_grid, causal_blocks, mean_pooled_block_probs, pooled_queries
+from ..scoring import block_grid, causal_blocks, mean_pooled_block_probs
 from ..selection import select_budget, select_cumulative
 from .registry import register_fused, register_method
 
@@ -34,15 +33,16 @@ def plan(q, k, cfg: MeanPoolConfig, scale: float) -> SparsePlan:
 
 @register_fused("meanpool")
 def plan_fused(q, k, cfg: MeanPoolConfig, scale: float) -> SparsePlan:
+    from ..kernels.block_means import block_means_fused
     from ..kernels.block_select import RowRule
     from ..kernels.planning import plan_from_scores, pooled_logits
 
     nk, bs = k.shape[2], cfg.block_size
     scores = None
     if cfg.budget is not None or cfg.threshold < 1:
-        pooled_q = pooled_queries(q, None, nk, bs)
-        pooled_k = block_means(k, bs)
-        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1, scale)  # noqa: E731
+        pooled_q = block_means_fused(q, bs, front=(nk - q.shape[2]) % bs, scale=scale)  # scale folded in
+        pooled_k = block_means_fused(k, bs)
+        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)  # noqa: E731
     rule = RowRule(force_sink=cfg.force_sink, force_diagonal=cfg.force_current)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule, part_width=1,

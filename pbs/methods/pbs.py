@@ -12,14 +12,13 @@ and selection fused, no host synchronisation).
 from __future__ import annotations
 
 from ..config import PBSConfig
-from ..permutation import block_means, key_permutation, query_permutation
+from ..permutation import key_permutation, query_permutation
 from ..plan import SparsePlan, num_blocks, tile_visibility
 from ..scoring import (
     antidiagonal_block_probs,
     block_grid,
     causal_blocks,
     mean_pooled_block_probs,
-    pooled_queries,
     same_segment,
 )
 from ..selection import select_budget, select_cumulative, sink_blocks
@@ -85,6 +84,7 @@ def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
     nk = k.shape[2]
     if short := _too_short(nk, cfg):
         return short
+    from ..kernels.block_means import block_means_fused
     from ..kernels.block_select import RowRule
     from ..kernels.key_permutation import key_permutation_fused
     from ..kernels.planning import plan_from_scores, pooled_logits
@@ -97,11 +97,11 @@ def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
         )
         key_bounds = (kmin, kmax)
     else:
-        pooled_k = block_means(k, bs)  # (B, Hkv, T, D)
+        pooled_k = block_means_fused(k, bs)  # (B, Hkv, T, D)
     scores = None
     if cfg.budget is not None or cfg.threshold < 1:
-        pooled_q = pooled_queries(q, None, nk, bs)
-        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1, scale)  # noqa: E731
+        pooled_q = block_means_fused(q, bs, front=(nk - q.shape[2]) % bs, scale=scale)  # scale folded in
+        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)  # noqa: E731
     rule = RowRule(exclude_segment=cfg.segment_size // bs, force_sink=cfg.force_sink)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule,

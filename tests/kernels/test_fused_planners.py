@@ -68,6 +68,27 @@ def test_fused_plan_equals_torch_plan(method, kwargs, shape):
     _assert_same_plan(a, b)
 
 
+def test_row_groups_select_as_one_launch(monkeypatch):
+    # long sequences sort early rows at a narrower width (rows in groups); force the grouping at a small size
+    from pbs.kernels import block_select
+
+    monkeypatch.setattr(block_select, "_MIN_GROUP_BLOCKS", 4)
+    q, k = _inputs((1, 2, 1, 600, 700, 16), seed=11)
+    for method, kwargs in (("pbs", {"block_size": 32, "segment_size": 64}), ("meanpool", {"block_size": 32})):
+        assert len(block_select._row_groups(19, 3, 22, 2)) > 1
+        _assert_same_plan(pbs.plan(q, k, method, planner="torch", **kwargs),
+                          pbs.plan(q, k, method, planner="triton", **kwargs))
+
+
+def test_fused_block_means():
+    from pbs.kernels.block_means import block_means_fused
+    from pbs.permutation import block_means
+
+    x = torch.randn(2, 3, 77, 24, dtype=torch.float16)
+    for front in (0, 5, 31):
+        torch.testing.assert_close(block_means_fused(x, 32, front=front, scale=0.5), block_means(x, 32, front) * 0.5)
+
+
 def test_fused_plan_fp16_inputs():
     q, k = _inputs((1, 4, 2, 300, 300, 32), seed=5, dtype=torch.float16)
     kwargs = {"block_size": 32, "segment_size": 64}
