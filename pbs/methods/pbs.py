@@ -77,8 +77,6 @@ def plan(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
 
 @register_fused("pbs")
 def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
-    if cfg.permute in ("query", "key+query"):
-        raise NotFused(f"permute={cfg.permute!r}: query permutation has no fused planner")
     if cfg.scoring == "antidiagonal":
         raise NotFused("scoring='antidiagonal' has no fused planner yet")
     nk = k.shape[2]
@@ -88,10 +86,11 @@ def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
     from ..kernels.block_select import RowRule
     from ..kernels.key_permutation import key_permutation_fused
     from ..kernels.planning import plan_from_scores, pooled_logits
+    from ..kernels.query_permutation import query_permutation_fused
 
     bs = cfg.block_size
-    key_perm = key_bounds = sink = None
-    if cfg.permute == "key":
+    key_perm = key_bounds = sink = query_perm = query_bounds = None
+    if cfg.permute in ("key", "key+query"):
         key_perm, pooled_k, kmin, kmax, sink = key_permutation_fused(
             q, k, bs, cfg.segment_size, scale, cfg.share_permutation
         )
@@ -99,12 +98,16 @@ def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
     else:
         pooled_k = block_means_fused(k, bs)  # (B, Hkv, T, D)
     scores = None
-    if cfg.budget is not None or cfg.threshold < 1:
+    if cfg.permute in ("query", "key+query"):
+        query_perm, pooled_q, qmin, qmax = query_permutation_fused(q, pooled_k, nk, bs, cfg.segment_size, scale)
+        query_bounds = (qmin, qmax)
+    elif cfg.budget is not None or cfg.threshold < 1:
         pooled_q = block_means_fused(q, bs, front=(nk - q.shape[2]) % bs, scale=scale)  # scale folded in
+    if cfg.budget is not None or cfg.threshold < 1:
         scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)  # noqa: E731
     rule = RowRule(exclude_segment=cfg.segment_size // bs, force_sink=cfg.force_sink)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule,
         part_width=cfg.segment_size // bs, threshold=cfg.threshold, budget=cfg.budget, is_logits=True,
-        key_perm=key_perm, key_bounds=key_bounds, sink=sink,
+        key_perm=key_perm, key_bounds=key_bounds, sink=sink, query_perm=query_perm, query_bounds=query_bounds,
     )

@@ -21,6 +21,8 @@ FUSED_CASES = [
     ("pbs", {"block_size": 32, "segment_size": 128, "threshold": 0.5, "force_sink": False}),
     ("pbs", {"block_size": 32, "segment_size": 64, "budget": 0.35}),
     ("pbs", {"block_size": 32, "segment_size": 64, "threshold": 1}),
+    ("pbs", {"block_size": 32, "segment_size": 64, "permute": "query"}),
+    ("pbs", {"block_size": 32, "segment_size": 64, "permute": "key+query", "share_permutation": "kv_head"}),
     ("meanpool", {"block_size": 32}),
     ("meanpool", {"block_size": 32, "threshold": 0.6, "force_sink": False, "force_current": False}),
     ("meanpool", {"block_size": 32, "budget": 0.3}),
@@ -53,10 +55,9 @@ def _assert_same_plan(a, b):
         width = min(ia.shape[-1], ib.shape[-1])
         assert torch.equal(torch.where(valid[..., :width], ia[..., :width].long(), 0),
                            torch.where(valid[..., :width], ib[..., :width].long(), 0))  # same ascending lists
-    if a.key_perm is None:
-        assert b.key_perm is None
-    else:
-        assert torch.equal(a.key_perm, b.key_perm.long())
+    for pa, pb in ((a.key_perm, b.key_perm), (a.query_perm, b.query_perm)):
+        assert (pa is None) == (pb is None)
+        assert pa is None or torch.equal(pa, pb.long())
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -132,8 +133,6 @@ def test_budget_lists_the_forced_and_the_best_tiles(planner):
 
 def test_unsupported_settings_use_the_torch_planner_and_say_so():
     q, k = _inputs((1, 2, 1, 256, 256, 16), seed=0)
-    plan = pbs.plan(q, k, "pbs", planner="triton", block_size=32, segment_size=64, permute="query")
-    assert plan.planner == "torch" and "query permutation" in plan.planner_note
     plan = pbs.plan(q, k, "oracle", planner="triton", block_size=32, segment_size=64)
     assert plan.planner == "torch" and "has none" in plan.planner_note
     assert pbs.plan(q, k, "pbs", planner="torch", block_size=32, segment_size=64).planner_note is None
