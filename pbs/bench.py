@@ -42,11 +42,11 @@ from .synthetic import Structure, structured_qkv
 COLUMNS = [
     "section", "variant", "seq_len", "batch", "q_heads", "kv_heads", "head_dim", "dtype", "density",
     "median_ms", "p10_ms", "p90_ms", "tflops_dense_equiv", "tflops_computed", "peak_mem_gib",
-    "permutation_ms", "selection_ms", "attention_ms", "total_ms", "overhead_pct", "speedup_vs_fastest_dense",
-    "error",
+    "permutation_ms", "selection_ms", "plan_ms", "attention_ms", "total_ms", "overhead_pct",
+    "speedup_vs_fastest_dense", "plan_peak_gib", "planner", "error",
 ]
 _INT_COLUMNS = {"seq_len", "batch", "q_heads", "kv_heads", "head_dim"}
-_STR_COLUMNS = {"section", "variant", "dtype", "error"}
+_STR_COLUMNS = {"section", "variant", "dtype", "planner", "error"}
 
 SDPA_BACKENDS = {
     "sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION", "sdpa_efficient": "EFFICIENT_ATTENTION",
@@ -67,6 +67,7 @@ DEFAULT_CONFIG: dict = {
     "device": "cuda",
     "seed": 0,
     "kernel_backend": "triton",
+    "planner": "auto",
     "sections": ["dense", "block_sparse", "methods"],
     "dense_variants": list(DENSE_VARIANTS),
     "kv_repeat_fallback": True,
@@ -387,38 +388,35 @@ def tflops(batch: int, q_heads: int, head_dim: int, seq_len: int, ms: float,
 
 
 def method_breakdown(q: Tensor, k: Tensor, v: Tensor, method: str, kwargs: dict | None = None, *,
-                     kernel_backend: str = "triton", warmup: int = 5, reps: int = 20, device=None,
-                     flush_l2: bool = True, max_seconds: float | None = None) -> dict:
-    """Table 7 of the paper for one method: permutation, selection, attention, total (ms), overhead (%), density.
+                     kernel_backend: str = "triton", planner: str = "auto", warmup: int = 5, reps: int = 20,
+                     device=None, flush_l2: bool = True, max_seconds: float | None = None) -> dict:
+    """Table 7 of the paper for one method, from the library's public steps.
 
-    total: ``pbs.sparse_attention(method, backend=kernel_backend, short_seq_policy=False)`` end to end (median,
-    with p10/p90; the short-sequence policy is off so the sparse path is what is timed);
-    plan: the planner alone; attention: ``run_plan`` on the prebuilt plan (``run_dense`` if the planner falls back
-    to dense); permutation: ``key_permutation`` (+ ``query_permutation``) alone, for pbs with a permutation, else 0;
-    selection = plan − permutation (clamped at 0); overhead = plan / total · 100. ``error`` holds the first
+    total: ``pbs.sparse_attention(method, backend=kernel_backend, planner=planner, short_seq_policy=False)`` end
+    to end (median, with p10/p90; the policy is off so the sparse path is what is timed); plan: ``pbs.plan``
+    alone; attention: ``pbs.attend`` on the prebuilt plan; permutation: PBS's key (and query) permutation alone
+    (the fused kernels with the fused planner), else 0; selection = plan − permutation (clamped at 0);
+    overhead = plan / total · 100. Memory: ``peak_mem_gib`` of the end-to-end call (output included),
+    ``plan_peak_gib`` of ``pbs.plan`` alone (the plan's own tensors included). ``planner`` says what built the
+    plan ("triton", "torch", with the reason when a fused planner was not used). ``error`` holds the first
     failure of a part (the parts measured before it are kept); ``note`` a dense fallback.
     """
-    from . import sparse_attention
-    from .permutation import key_permutation, query_permutation
+    from . import attend, plan, sparse_attention
 
     kwargs = dict(kwargs or {})
     scale = 1.0 / math.sqrt(q.shape[-1])
-    spec = get_method(method)
-    cfg = make_config(spec.config_cls, kwargs)
+    cfg = make_config(get_method(method).config_cls, kwargs)
     timing = dict(warmup=warmup, reps=reps, device=device, flush_l2=flush_l2, max_seconds=max_seconds)
     nan = float("nan")
-    res = {"permutation_ms": 0.0, "selection_ms": nan, "attention_ms": nan, "total_ms": nan, "overhead_pct": nan,
-           "median_ms": nan, "p10_ms": nan, "p90_ms": nan, "density": nan, "peak_mem_gib": nan, "error": "",
-           "note": ""}
+    res = {"permutation_ms": 0.0, "selection_ms": nan, "plan_ms": nan, "attention_ms": nan, "total_ms": nan,
+           "overhead_pct": nan, "median_ms": nan, "p10_ms": nan, "p90_ms": nan, "density": nan, "peak_mem_gib": nan,
+           "plan_peak_gib": nan, "planner": "", "error": "", "note": ""}
     step = "end to end"
     try:
         with torch.no_grad():
-            extra = {}
-            if "short_seq_policy" in inspect.signature(sparse_attention).parameters:
-                extra["short_seq_policy"] = False  # time the sparse path itself (the policy is fit from these rows)
-
             def e2e():
-                return sparse_attention(q, k, v, method=method, backend=kernel_backend, **kwargs, **extra)
+                return sparse_attention(q, k, v, method=method, backend=kernel_backend, planner=planner,
+                                        short_seq_policy=False, **kwargs)
 
             e2e()  # first call: a failing method is recorded here
             t = time_cuda(e2e, **timing)
@@ -426,38 +424,57 @@ def method_breakdown(q: Tensor, k: Tensor, v: Tensor, method: str, kwargs: dict 
             res["peak_mem_gib"] = peak_mem_gib(e2e, device)
 
             step = "planner"
-            result = spec.plan(q, k, cfg, scale)
+            make_plan = lambda: plan(q, k, method, planner=planner, short_seq_policy=False, **kwargs)  # noqa: E731
+            result = make_plan()
             if isinstance(result, Dense):
                 res["density"] = 1.0
+                res["planner"] = "dense"
                 res["note"] = f"dense fallback: {result.reason}" if result.reason else ""
-                attend = lambda: run_dense(q, k, v, scale, kernel_backend)
             else:
                 res["density"] = result.density()
-                attend = lambda: run_plan(q, k, v, result, scale, kernel_backend)
-            plan_ms = time_cuda(lambda: spec.plan(q, k, cfg, scale), **timing)["median_ms"]
+                res["planner"] = result.planner + (f" ({result.planner_note})" if result.planner_note else "")
+            res["plan_ms"] = time_cuda(make_plan, **timing)["median_ms"]
+            res["plan_peak_gib"] = peak_mem_gib(make_plan, device)
 
             step = "attention"
-            res["attention_ms"] = time_cuda(attend, **timing)["median_ms"]
-            del attend, result
+            res["attention_ms"] = time_cuda(lambda: attend(q, k, v, result, backend=kernel_backend),
+                                            **timing)["median_ms"]
+            fused = not isinstance(result, Dense) and result.planner == "triton"
+            del result
 
             step = "permutation"
             permute = getattr(cfg, "permute", "none") if method == "pbs" else "none"
             if permute != "none" and k.shape[2] > cfg.segment_size:
-                def permutation():
-                    key_perm = None
-                    if permute in ("key", "key+query"):
-                        key_perm = key_permutation(q, k, cfg.block_size, cfg.segment_size, scale,
-                                                   cfg.share_permutation)
-                    if permute in ("query", "key+query"):
-                        return query_permutation(q, k, key_perm, cfg.block_size, cfg.segment_size)
-                    return key_perm
-
-                res["permutation_ms"] = time_cuda(permutation, **timing)["median_ms"]
-            res["selection_ms"] = max(plan_ms - res["permutation_ms"], 0.0)
-            res["overhead_pct"] = (res["permutation_ms"] + res["selection_ms"]) / res["total_ms"] * 100
+                res["permutation_ms"] = time_cuda(lambda: _permutation(q, k, cfg, scale, fused), **timing)["median_ms"]
+            res["selection_ms"] = max(res["plan_ms"] - res["permutation_ms"], 0.0)
+            res["overhead_pct"] = res["plan_ms"] / res["total_ms"] * 100
     except Exception as exc:  # noqa: BLE001
         res["error"] = f"{step}: {_describe(exc)}"
     return res
+
+
+def _permutation(q: Tensor, k: Tensor, cfg, scale: float, fused: bool):
+    """PBS's permutation step alone (Table 7's "Permutation"), as the planner that built the plan runs it."""
+    key_perm = pooled = None
+    if fused:
+        from .kernels.block_means import block_means_fused
+        from .kernels.key_permutation import key_permutation_fused
+        from .kernels.query_permutation import query_permutation_fused
+
+        if cfg.permute in ("key", "key+query"):
+            key_perm, pooled, *_ = key_permutation_fused(q, k, cfg.block_size, cfg.segment_size, scale,
+                                                         cfg.share_permutation)
+        if cfg.permute in ("query", "key+query"):
+            pooled = pooled if pooled is not None else block_means_fused(k, cfg.block_size)
+            return query_permutation_fused(q, pooled, k.shape[2], cfg.block_size, cfg.segment_size, scale)
+        return key_perm
+    from .permutation import key_permutation, query_permutation
+
+    if cfg.permute in ("key", "key+query"):
+        key_perm = key_permutation(q, k, cfg.block_size, cfg.segment_size, scale, cfg.share_permutation)
+    if cfg.permute in ("query", "key+query"):
+        return query_permutation(q, k, key_perm, cfg.block_size, cfg.segment_size)
+    return key_perm
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -586,7 +603,8 @@ def run_benchmark(cfg) -> list[dict]:
                 row = _row(cfg, "methods", name, seq_len)
                 try:
                     method, kwargs = method_kwargs(cfg, name)
-                    res = method_breakdown(q, k, v, method, kwargs, kernel_backend=backend, warmup=cfg["warmup"],
+                    res = method_breakdown(q, k, v, method, kwargs, kernel_backend=backend,
+                                           planner=cfg["planner"], warmup=cfg["warmup"],
                                            reps=cfg["reps"], device=device, flush_l2=cfg["flush_l2"],
                                            max_seconds=cfg["max_seconds_per_measurement"])
                 except Exception as exc:  # noqa: BLE001  (bad method name or kwargs)
@@ -734,9 +752,10 @@ _SECTION_COLUMNS = {
                      ("tflops_computed", "TFLOP/s computed"), ("speedup_vs_fastest_dense", "vs fastest SDPA"),
                      ("peak_mem_gib", "peak GiB"), ("error", "error")],
     "methods": [("variant", "variant"), ("seq_len", "N"), ("density", "density"), ("permutation_ms", "perm ms"),
-                ("selection_ms", "select ms"), ("attention_ms", "attn ms"), ("total_ms", "total ms"),
-                ("overhead_pct", "overhead %"), ("tflops_dense_equiv", "TFLOP/s dense-equiv"),
-                ("speedup_vs_fastest_dense", "vs fastest SDPA"), ("peak_mem_gib", "peak GiB"), ("error", "error")],
+                ("selection_ms", "select ms"), ("plan_ms", "plan ms"), ("attention_ms", "attn ms"),
+                ("total_ms", "total ms"), ("overhead_pct", "overhead %"), ("tflops_dense_equiv", "TFLOP/s dense-equiv"),
+                ("speedup_vs_fastest_dense", "vs fastest SDPA"), ("plan_peak_gib", "plan peak GiB"),
+                ("peak_mem_gib", "peak GiB"), ("planner", "planner"), ("error", "error")],
 }
 
 
@@ -817,9 +836,11 @@ def write_results(rows: list[dict], prov: dict, out_dir: str | os.PathLike, merg
         "and through compiled FlexAttention on a BlockMask built once outside the timed call "
         "(`flexmask_sparse_d<target>`: the kernel alone). "
         "The `density` column is the plan's measured tile density.",
-        "- `methods`: end to end = `pbs.sparse_attention(method, backend=...)`: planning on the GPU in PyTorch + our "
-        "kernel. perm = PBS key permutation alone, select = planner − perm, attn = our kernel on the prebuilt plan, "
-        "total = end to end, overhead = (perm + select) / total. Kwargs: "
+        "- `methods`: end to end = `pbs.sparse_attention(method, backend=..., planner=...)`; plan = `pbs.plan` "
+        "alone (the `planner` column says which planner built it: `triton` = fused kernels, `torch` = the PyTorch "
+        "reference, with the reason), attn = `pbs.attend` on the prebuilt plan, perm = PBS's permutation step "
+        "alone, select = plan − perm, total = end to end, overhead = plan / total; plan peak = extra memory of "
+        "`pbs.plan` alone (its plan included). Kwargs: "
         + ", ".join(f"`{n}` = {method_kwargs(cfg, n)[0]} {method_kwargs(cfg, n)[1] or '(defaults)'}"
                     for n in cfg["methods"]) + ".",
         f"- Timing: {timer}, median (p10/p90) of up to {cfg['reps']} reps after {cfg['warmup']} warm-up call(s) "
