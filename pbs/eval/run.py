@@ -314,8 +314,8 @@ def evaluate(
     for task, entry in scores.items():
         if task.startswith(_OWN_PREFIX + "_") and not task.startswith(_OWN_PREFIX + "_v2"):
             name = task[len(_OWN_PREFIX) + 1:]
-            if not name.endswith("_e") and "score" in entry["metrics"]:
-                v1[base_dataset(name)] = entry["metrics"]["score"]
+            if not name.endswith("_e") and entry["score"] is not None:  # the native metric (= "score")
+                v1[base_dataset(name)] = entry["score"]
     v2_summary = {
         task: dict({k: entry["metrics"].get(k) for k in _V2_KEYS}, empty_outputs=v2.empty_outputs)
         for task, entry in scores.items() if task.startswith(_OWN_PREFIX + "_v2")

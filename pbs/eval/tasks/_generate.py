@@ -3,10 +3,11 @@
 One task per v1 dataset (``pbs_longbench_<name>``), per LongBench-E dataset (``pbs_longbench_<name>_e``), and
 the LongBench v2 protocols of ``pred.py`` (``pbs_longbench_v2``, ``_cot``, ``_no_context``, ``_rag``); groups
 ``pbs_longbench_<category>`` for the six categories (score: the mean of their dataset scores), ``pbs_longbench``
-over those six groups, ``pbs_longbench_e`` and ``pbs_longbench_e_<category>``. lm-eval flattens nested groups, so
-``pbs_longbench``'s lm-eval score is the mean over the 21 datasets, *not* Table 1's "Avg" (the mean of the
-category means, as LongBench's README and the paper's OpenCompass summarizer compute it): that one is
-:func:`pbs.eval.metrics.summarize`'s ``average``, in ``evaluate()``'s ``longbench`` and every run's metrics.json. Prompts, max new tokens and metrics come from ``pbs.eval.prompts`` /
+over the 21 datasets, ``pbs_longbench_e`` and ``pbs_longbench_e_<category>``. lm-eval's group score can only be a
+mean over tasks (0.4.13 flattens nested groups, 0.4.10 leaves them unscored), so ``pbs_longbench``'s lm-eval score
+is the mean over the datasets, *not* Table 1's "Avg" (the mean of the category means, as LongBench's README and the
+paper's OpenCompass summarizer compute it): that one is :func:`pbs.eval.metrics.summarize`'s ``average``, in
+``evaluate()``'s ``longbench`` and every run's metrics.json / index.csv. Prompts, max new tokens and metrics come from ``pbs.eval.prompts`` /
 ``pbs.eval.metrics``; ``tests/eval`` checks the files are current.
 """
 
@@ -104,8 +105,8 @@ def render() -> dict[Path, str]:
     for protocol in V2_PROTOCOLS:
         name = "longbench_v2" if protocol == "0shot" else f"longbench_v2_{protocol}"
         files[HERE / f"{name}.yaml"] = v2_task(protocol)
-    files[HERE / "_pbs_longbench.yaml"] = group("pbs_longbench", [f"pbs_longbench_{c}" for c in CATEGORIES],
-                                               "LongBench (lm-eval score: mean over datasets, not Table 1's Avg)")
+    files[HERE / "_pbs_longbench.yaml"] = group("pbs_longbench", [f"pbs_longbench_{n}" for n in DATASETS],
+                                               "LongBench (lm-eval score: mean over the datasets, not Table 1's Avg)")
     files[HERE / "_pbs_longbench_e.yaml"] = group("pbs_longbench_e", [f"pbs_longbench_{n}_e" for n in LONGBENCH_E],
                                                  "LongBench-E")
     for cat, names in CATEGORIES.items():
