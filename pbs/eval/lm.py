@@ -60,7 +60,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-import json
 import logging
 import time
 from typing import Any
@@ -73,6 +72,7 @@ from tqdm import tqdm
 
 from .decoding import Sampling, next_token, request_seed, sampling_from_gen_kwargs
 from .metrics import DATASET2METRIC, middle_truncate, middle_truncate_ids
+from .model_config import parse_mapping, scaled_rope_config
 from .prompts import V2_MAXLEN, V2_PROMPT_COT_ANS, build_v2_prompt, needs_chat_template
 
 eval_logger = logging.getLogger(__name__)
@@ -100,19 +100,6 @@ def parse_value(value: Any) -> Any:
         except ValueError:
             pass
     return s
-
-
-def _parse_mapping(name: str, value: Any) -> dict | None:
-    """A dict model arg given as a dict, a JSON string, or None."""
-    if value is None or isinstance(value, dict):
-        return None if value is None else dict(value)
-    try:
-        parsed = json.loads(value)
-    except (TypeError, ValueError):
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{name} must be a dict or a JSON object string, got {name}={value!r}")
-    return parsed
 
 
 def split_method_kwargs(method: str, kwargs: dict) -> tuple[dict, dict]:
@@ -144,24 +131,6 @@ def task_kind(task_name: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
-def scaled_rope_config(pretrained: str, rope_scaling: dict, **config_kwargs):
-    """The model's config with ``rope_scaling`` merged into its RoPE parameters (transformers >= 5:
-    ``rope_parameters``; before: ``rope_scaling``) and ``max_position_embeddings`` set to the scaled context."""
-    import transformers
-
-    if "factor" not in rope_scaling or not (rope_scaling.get("rope_type") or rope_scaling.get("type")):
-        raise ValueError(f"rope_scaling needs 'rope_type' and 'factor', got rope_scaling={rope_scaling!r}")
-    config = transformers.AutoConfig.from_pretrained(pretrained, **config_kwargs)
-    if hasattr(config, "rope_parameters"):
-        config.rope_parameters = {**(config.rope_parameters or {}), **rope_scaling}
-    else:  # transformers 4.x
-        config.rope_scaling = dict(rope_scaling)
-    original = rope_scaling.get("original_max_position_embeddings")
-    if original:
-        config.max_position_embeddings = int(float(rope_scaling["factor"]) * int(original))
-    return config
-
-
 @register_model("pbs")
 class PBSLM(HFLM):
     """HFLM + ``pbs.hf.enable`` + the LongBench protocol (see the module docstring)."""
@@ -188,7 +157,7 @@ class PBSLM(HFLM):
             hf_kwargs["max_length"] = parse_value(hf_kwargs["max_length"])
         if str(batch_size) != "1":
             raise ValueError(f"the pbs model runs one request at a time: batch_size must be 1, got {batch_size!r}")
-        self.rope_scaling = _parse_mapping("rope_scaling", rope_scaling)
+        self.rope_scaling = parse_mapping("rope_scaling", rope_scaling)
         if self.rope_scaling and not isinstance(pretrained, str):
             raise ValueError("rope_scaling applies while loading a checkpoint: pass pretrained as a path or hub id, "
                              f"got a {type(pretrained).__name__}")
@@ -202,7 +171,7 @@ class PBSLM(HFLM):
         self.apply_chat_template_longbench = bool(parse_value(apply_chat_template))
         self.max_length_v2 = parse_value(max_length_v2)
         self.seed = int(parse_value(seed))
-        self.chat_template_kwargs = _parse_mapping("chat_template_kwargs", chat_template_kwargs) or {}
+        self.chat_template_kwargs = parse_mapping("chat_template_kwargs", chat_template_kwargs) or {}
         if parse_value(enable_thinking) is not None:
             self.chat_template_kwargs["enable_thinking"] = bool(parse_value(enable_thinking))
         self._check_protocol_settings()

@@ -8,9 +8,17 @@ the first newline; the sample's score is the maximum of the dataset's metric ove
 score is ``round(100 * mean, 2)``. LongBench-E buckets the same per-sample scores by the record's ``length`` field
 (words or characters, not tokens): ``0-4k`` (< 4000), ``4-8k`` (< 8000), ``8k+``.
 
+Aggregation (:func:`summarize`): a category's score is the mean of its dataset scores; Table 1's "Avg" is the mean
+of the six category means (LongBench's README table, the paper's OpenCompass summarizer), not the mean over the 21
+datasets (kept as ``dataset_mean``).
+
 v2: the answer letter is extracted from the response (``*`` removed, ``The correct answer is (X)`` then
 ``The correct answer is X``; nothing found counts as wrong) and accuracy is reported in percent with one decimal for
-overall, easy, hard, short, medium and long.
+overall, easy, hard, short, medium and long. An empty output is left out of the denominators, as the reference's
+``pred.py`` never writes it (``empty_outputs="wrong"`` counts it wrong instead).
+
+Middle truncation: v1 keeps ``int(L/2)`` tokens from each end (L - 1 for an odd budget L), v2 ``ids[:L//2] +
+ids[-L//2:]`` (L tokens): :func:`middle_truncate_ids`'s ``rule``.
 
 ``jieba``, ``rouge`` and ``fuzzywuzzy`` (the reference's dependencies, ``pip install lm-eval[longbench]``) are imported
 lazily, so this module imports without them.

@@ -1,11 +1,14 @@
-"""LongBench prompts, verbatim: v1 ``dataset2prompt`` / ``dataset2maxlen`` and the v2 0-shot template.
+"""LongBench prompts, verbatim: v1 ``dataset2prompt`` / ``dataset2maxlen`` and the v2 templates of ``prompts/``.
 
 These strings are benchmark *data* and must stay byte-for-byte as published, typos included ("asconcisely" in
 narrativeqa, the leading space before "Answer the question" in qasper, the space before "\n\nNews:" in multi_news,
-the trailing spaces of the passage tasks, no newline between ``{context}`` and "Next line of code" in lcc).
+the trailing spaces of the passage tasks, no newline between ``{context}`` and "Next line of code" in lcc; v2's
+"questions" and typographic apostrophe in the CoT templates).
 Source: THUDM/LongBench v1 ``config/dataset2prompt.json`` as recorded in ``shared/research/baselines.md`` §4.3
-(a later root-level copy of that file fixes "asconcisely"; the v1 code keeps it). v1 prompts are filled with
-``str.format(**record)``; the v2 template with ``str.replace`` of ``$DOC$``, ``$Q$``, ``$C_A$`` .. ``$C_D$``.
+(a later root-level copy of that file fixes "asconcisely"; the v1 code keeps it), and LongBench v2's
+``prompts/0shot.txt``, ``0shot_cot.txt``, ``0shot_cot_ans.txt``, ``0shot_no_context.txt``, ``0shot_rag.txt``
+(no trailing newlines). v1 prompts are filled with ``str.format(**record)``; the v2 templates with ``str.replace``
+of ``$DOC$``, ``$Q$``, ``$C_A$`` .. ``$C_D$`` (and ``$COT$``), as ``pred.py`` does.
 """
 
 from __future__ import annotations
