@@ -6,7 +6,8 @@
 Every record is invented here (fictional places, people and numbers; no text from LongBench): three per v1 dataset
 in the original THUDM schema (``input, context, answers, length, dataset, language, all_classes, _id``) with short
 contexts (~200 words / ~300 characters), and six LongBench v2 records (easy/hard x short/medium/long) in the v2
-schema (``_id, domain, sub_domain, difficulty, length, question, choice_A..D, answer, context``). They exercise the
+schema (``_id, domain, sub_domain, difficulty, length, question, choice_A..D, answer, context``), and the same six
+with an invented ``retrieved_context`` in the official RAG schema (``longbench_v2_rag.json``). They exercise the
 harness end to end (prompts, chat-template rules, metrics, length buckets), not a model's ability.
 """
 
@@ -343,6 +344,25 @@ def longbench_v2() -> list[dict]:
     return out
 
 
+def longbench_v2_rag() -> list[dict]:
+    """The v2 records plus ``retrieved_context`` in the official RAG schema: the context's sentences as chunks
+    ``{"c_idx", "content", "start_idx", "end_idx"}`` (character offsets, as LongCite's ``text_split_by_punctuation``
+    returns them), ranked by how many question words they share (ties: document order). An invented retriever:
+    the fixture exercises the loading and prompt assembly, not retrieval quality."""
+    out = []
+    for rec in longbench_v2():
+        chunks, pos = [], 0
+        for sentence in rec["context"].replace(". ", ".\n").split("\n"):
+            start = rec["context"].index(sentence, pos)
+            pos = start + len(sentence)
+            chunks.append({"c_idx": len(chunks), "content": sentence, "start_idx": start, "end_idx": pos})
+        words = set(rec["question"].lower().rstrip("?").split())
+        ranked = sorted(chunks, key=lambda c: (-len(words & set(c["content"].lower().rstrip(".").split())),
+                                               c["c_idx"]))
+        out.append(dict(rec, retrieved_context=ranked))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- writing
 
 
@@ -352,6 +372,7 @@ def render() -> dict[Path, str]:
         lines = [json.dumps(rec, ensure_ascii=False) for rec in build()]
         files[OUT / "longbench" / f"{name}.jsonl"] = "\n".join(lines) + "\n"
     files[OUT / "longbench_v2.json"] = json.dumps(longbench_v2(), ensure_ascii=False, indent=1) + "\n"
+    files[OUT / "longbench_v2_rag.json"] = json.dumps(longbench_v2_rag(), ensure_ascii=False, indent=1) + "\n"
     return files
 
 

@@ -4,8 +4,9 @@
 
 - results/tables/kernels-<gpu>.md: dense backends, our kernel and PBS end to end per length, from
   results/kernels/<gpu>.csv (ratios against cuDNN SDPA measured in the same run).
-- results/tables/eval.md: mean score, density and prefill time per (model, method, kwargs) and per task, from
-  results/index.csv (the evaluation runs' index), with the run ids they come from.
+- results/tables/eval.md: per (model, method, kwargs) LongBench's category means and "Avg" (their mean, as Table 1),
+  LongBench v2 accuracy per protocol, the mean of any other tasks, density and prefill time, then every task's
+  score, from results/index.csv (the evaluation runs' index), with the run ids they come from.
 - results/proxy/{scores.csv, table.md, curves.csv, accuracy_vs_density.png} and results/tables/proxy-ruler.md:
   every method on the proxy model over the RULER-style suite, from the runs in results/proxy/eval
   (scripts/proxy_report.py).
@@ -15,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # this checkout's pbs, also when run as a script
+    sys.path.insert(0, str(ROOT))
 
 
 def kernel_table(csv_path: Path) -> str:
@@ -53,22 +57,53 @@ def kernel_table(csv_path: Path) -> str:
 
 
 def eval_table(index_path: Path) -> str:
+    """Two tables from the evaluation index: per (model, method, kwargs) the headline scores (LongBench: the six
+    category means and "Avg", their mean, as Table 1; LongBench v2 accuracy per protocol; the mean of other tasks),
+    then every task's score."""
+    from pbs.eval.metrics import CATEGORIES, CATEGORY_TITLES
+    from pbs.eval.report import run_scores
+
     rows = [r for r in csv.DictReader(index_path.open()) if r["status"] == "ok" and r["score"]]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["method"], r["method_kwargs"])].append(r)
-    tasks = sorted({r["task"] for r in rows})
-    out = [f"# Evaluation runs (from {index_path.relative_to(ROOT) if index_path.is_relative_to(ROOT) else index_path})",
-           "", "| model | method | kwargs | mean score | density | prefill ms | " + " | ".join(tasks) + " | runs |",
-           "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|"]
-    for (model, method, kwargs), rs in sorted(groups.items()):
-        by_task = {r["task"]: float(r["score"]) for r in rs}
-        mean = sum(by_task.values()) / len(by_task)
+    task_rows = [r for r in rows if r.get("level") in (None, "", "task")]
+    tasks = sorted({r["task"] for r in task_rows})
+    headline = {key: run_scores(rs) for key, rs in groups.items()}
+    v2_keys = sorted({k for h in headline.values() for k in h if k.startswith("pbs_longbench_v2")})
+    has_other = any("other" in h for h in headline.values())
+    source = index_path.relative_to(ROOT) if index_path.is_relative_to(ROOT) else index_path
+    cats = [c for c in CATEGORIES if any(r["task"] == f"pbs_longbench_{c}" for r in rows)]
+    cols = ([CATEGORY_TITLES[c] for c in cats] + (["LongBench Avg"] if any("longbench" in h for h in headline.values())
+            else []) + v2_keys + (["other tasks (mean)"] if has_other else []))
+    out = [f"# Evaluation runs (from {source})", "",
+           "LongBench Avg is the mean of the category means (LongBench's README, the paper's Table 1); v2 columns are "
+           "accuracy in percent.", "",
+           "| model | method | kwargs | " + " | ".join(cols) + " | density | prefill ms | runs |",
+           "|---|---|---|" + "---|" * len(cols) + "---|---|---|"]
+
+    def fmt(value) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    for key, rs in sorted(groups.items()):
+        model, method, kwargs = key
+        cat_means = {r["task"]: float(r["score"]) for r in rs if r.get("level") == "category"}
+        h = headline[key]
+        cells = [fmt(cat_means.get(f"pbs_longbench_{c}")) for c in cats]
+        if "LongBench Avg" in cols:
+            cells.append(fmt(h.get("longbench")))
+        cells += [fmt(h.get(k)) for k in v2_keys]
+        if has_other:
+            cells.append(fmt(h.get("other")))
         density = rs[0]["density"] and f"{float(rs[0]['density']):.3f}"
         prefill = rs[0]["prefill_ms"] and f"{float(rs[0]['prefill_ms']):.1f}"
-        cells = " | ".join(f"{by_task[t]:.2f}" if t in by_task else "—" for t in tasks)
         runs = ", ".join(sorted({r["run_id"] for r in rs}))
-        out.append(f"| {model} | {method} | `{kwargs}` | {mean:.2f} | {density} | {prefill} | {cells} | {runs} |")
+        out.append(f"| {model} | {method} | `{kwargs}` | " + " | ".join(cells) + f" | {density} | {prefill} | {runs} |")
+    out += ["", "## Every task", "", "| model | method | kwargs | " + " | ".join(tasks) + " |",
+            "|---|---|---|" + "---|" * len(tasks)]
+    for (model, method, kwargs), rs in sorted(groups.items()):
+        by_task = {r["task"]: float(r["score"]) for r in rs if r.get("level") in (None, "", "task")}
+        out.append(f"| {model} | {method} | `{kwargs}` | " + " | ".join(fmt(by_task.get(t)) for t in tasks) + " |")
     return "\n".join(out) + "\n"
 
 

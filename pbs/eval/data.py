@@ -13,6 +13,12 @@ sub_domain, difficulty, length, question, choice_A..choice_D, answer, context``.
   ``<name>.json`` also work), a single ``.jsonl``/``.json`` file, or a folder in the Hub's parquet layout (read
   with ``load_dataset(folder, name, split="test")``); v2 -- a ``.json`` (list) or ``.jsonl`` file, or a folder
   holding ``longbench_v2.json``, ``data.json`` or ``longbench_v2.jsonl``.
+- v2 only: ``"hub:<owner>/<name>"``, another Hub dataset in the v2 schema (split ``train``).
+
+LongBench v2's RAG protocol needs records that also carry ``retrieved_context``: the retriever's ranked chunks
+``{"c_idx", "content", ...}`` (THUDM/LongCite ``utils/retrieve.py``, which embeds with a hosted API). They are not
+part of ``THUDM/LongBench-v2`` on the Hub; point the data at a file that has them (:func:`load_longbench_v2` with
+``rag=True`` says so when they are missing).
 
 When the Hub cannot be reached (``HF_HUB_OFFLINE=1``, a connection error) a :class:`DataUnavailableError` names the
 dataset and says how to point the evaluation at a local copy.
@@ -32,6 +38,8 @@ HUB_V2 = "THUDM/LongBench-v2"
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 FIXTURES_V1_DIR = FIXTURES_DIR / "longbench"
 FIXTURES_V2_FILE = FIXTURES_DIR / "longbench_v2.json"
+#: the v2 fixture records with invented ``retrieved_context`` lists in the official RAG schema (tests only)
+FIXTURES_V2_RAG_FILE = FIXTURES_DIR / "longbench_v2_rag.json"
 
 #: environment variables read by the lm-eval tasks (``pbs/eval/tasks``) when no path is configured
 ENV_V1_DIR = "PBS_LONGBENCH_DIR"
@@ -217,21 +225,40 @@ def _v2_local(source: str | os.PathLike) -> list[dict]:
     return _read_json_records(path)
 
 
-def load_longbench_v2(source: str | os.PathLike | None = None) -> list[dict]:
-    """LongBench v2 records: ``source`` is ``None``/``"hub"``, ``"fixtures"`` or a local file/folder."""
-    if _is_hub(source):
-        try:
-            import datasets
+def _v2_hub(repo: str) -> list[dict]:
+    try:
+        import datasets
 
-            records = list(datasets.load_dataset(HUB_V2, split="train"))
-        except Exception as e:
-            raise _hub_error("LongBench v2 (dataset 'longbench_v2')", HUB_V2, "split 'train'", CONFIG_KEY_V2,
-                             ENV_V2_PATH, "longbench_v2.json (the v2 data.json)", e) from e
+        return list(datasets.load_dataset(repo, split="train"))
+    except Exception as e:
+        raise _hub_error("LongBench v2 (dataset 'longbench_v2')", repo, "split 'train'", CONFIG_KEY_V2,
+                         ENV_V2_PATH, "longbench_v2.json (the v2 data.json)", e) from e
+
+
+def load_longbench_v2(source: str | os.PathLike | None = None, *, rag: bool = False) -> list[dict]:
+    """LongBench v2 records: ``source`` is ``None``/``"hub"``, ``"hub:<owner>/<name>"``, ``"fixtures"`` or a local
+    file/folder. ``rag=True``: every record must carry ``retrieved_context`` (the fixtures then are
+    ``longbench_v2_rag.json``)."""
+    if _is_hub(source):
+        records = _v2_hub(HUB_V2)
+    elif isinstance(source, str) and source.startswith("hub:"):
+        records = _v2_hub(source[len("hub:"):])
     elif isinstance(source, str) and source == "fixtures":
-        records = _v2_local(FIXTURES_V2_FILE)
+        records = _v2_local(FIXTURES_V2_RAG_FILE if rag else FIXTURES_V2_FILE)
     else:
         records = _v2_local(source)
-    return [normalize_v2(r) for r in records]
+    records = [normalize_v2(r) for r in records]
+    if rag:
+        missing = [r["_id"] for r in records if not isinstance(r.get("retrieved_context"), list)]
+        if missing:
+            raise DataUnavailableError(
+                f"LongBench v2 RAG: {len(missing)} of {len(records)} records from {str(source or 'hub')!r} have no "
+                f"'retrieved_context' (first: {missing[0]!r}). The official +RAG runs use retrieval results computed "
+                "beforehand (THUDM/LongCite utils/retrieve.py, a hosted embedding API); they are not part of "
+                f"{HUB_V2} on the Hub. Set {CONFIG_KEY_V2} to a v2 file whose records carry 'retrieved_context' "
+                "(a ranked list of {'c_idx', 'content', ...}), or to hub:<owner>/<name> of a dataset that has it."
+            )
+    return records
 
 
 # ----------------------------------------------------------------------------------------------- task sources

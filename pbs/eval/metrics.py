@@ -8,9 +8,17 @@ the first newline; the sample's score is the maximum of the dataset's metric ove
 score is ``round(100 * mean, 2)``. LongBench-E buckets the same per-sample scores by the record's ``length`` field
 (words or characters, not tokens): ``0-4k`` (< 4000), ``4-8k`` (< 8000), ``8k+``.
 
+Aggregation (:func:`summarize`): a category's score is the mean of its dataset scores; Table 1's "Avg" is the mean
+of the six category means (LongBench's README table, the paper's OpenCompass summarizer), not the mean over the 21
+datasets (kept as ``dataset_mean``).
+
 v2: the answer letter is extracted from the response (``*`` removed, ``The correct answer is (X)`` then
 ``The correct answer is X``; nothing found counts as wrong) and accuracy is reported in percent with one decimal for
-overall, easy, hard, short, medium and long.
+overall, easy, hard, short, medium and long. An empty output is left out of the denominators, as the reference's
+``pred.py`` never writes it (``empty_outputs="wrong"`` counts it wrong instead).
+
+Middle truncation: v1 keeps ``int(L/2)`` tokens from each end (L - 1 for an odd budget L), v2 ``ids[:L//2] +
+ids[-L//2:]`` (L tokens): :func:`middle_truncate_ids`'s ``rule``.
 
 ``jieba``, ``rouge`` and ``fuzzywuzzy`` (the reference's dependencies, ``pip install lm-eval[longbench]``) are imported
 lazily, so this module imports without them.
@@ -349,16 +357,27 @@ def _per_sample_classes(all_classes, n: int) -> list:
     return list(all_classes)
 
 
-def summarize(dataset_scores: dict[str, float]) -> dict[str, float]:
-    """Category means and the plain mean over the datasets present (what papers report as "Avg")."""
-    out: dict[str, float] = {}
+def summarize(dataset_scores: dict[str, float]) -> dict:
+    """LongBench v1 aggregation as its sources report it.
+
+    ``<category>``: the mean of the category's dataset scores present; ``average``: the mean of the category means
+    present -- Table 1's "Avg" (LongBench's README table, the paper's OpenCompass summarizer); ``dataset_mean``: the
+    plain mean over the datasets present (what lm-eval's flat group would give; differs when categories have
+    different sizes); ``n_datasets``: how many of the 21 datasets were scored. Values are rounded to 2 decimals
+    at the end (the category means feeding ``average`` are not rounded first). NaN dataset scores are left out.
+    """
     present = {base_dataset(d): s for d, s in dataset_scores.items() if not math.isnan(s)}
+    out: dict = {}
+    means = {}
     for cat, names in CATEGORIES.items():
         vals = [present[n] for n in names if n in present]
         if vals:
-            out[cat] = round(sum(vals) / len(vals), 2)
+            means[cat] = sum(vals) / len(vals)
+            out[cat] = round(means[cat], 2)
     if present:
-        out["average"] = round(sum(present.values()) / len(present), 2)
+        out["average"] = round(sum(means.values()) / len(means), 2)
+        out["dataset_mean"] = round(sum(present.values()) / len(present), 2)
+    out["n_datasets"] = len(present)
     return out
 
 
@@ -385,67 +404,105 @@ def v2_correct(response: str, answer: str) -> bool:
     return extract_v2_answer(response) == answer
 
 
-def v2_accuracy(
-    records: Sequence[dict], predictions: Sequence[str | None] | None = None, *, compensated: bool = False
-) -> dict[str, float]:
-    """Accuracy in percent (1 decimal) for overall / easy / hard / short / medium / long.
+#: what happens to an item whose generation is the empty string: the reference's ``pred.py`` leaves it out of the
+#: results file (``if output == '': continue``), so ``result.py`` never counts it ("drop"); "wrong" scores it 0
+EMPTY_OUTPUT_RULES: tuple[str, ...] = ("drop", "wrong")
 
-    ``records`` carry ``difficulty``, ``length`` and ``answer``; ``predictions`` are the extracted letters (or
-    None). Without ``predictions`` each record's ``pred`` (extracted letter) or ``response`` (raw text) is used.
-    ``compensated=True`` counts an unanswered question as 0.25 (the reference's option, off by default).
-    A breakdown with no questions is NaN.
+
+def check_empty_outputs(empty_outputs: str) -> str:
+    if empty_outputs not in EMPTY_OUTPUT_RULES:
+        raise ValueError(f"empty_outputs must be one of {EMPTY_OUTPUT_RULES}, got empty_outputs={empty_outputs!r}")
+    return empty_outputs
+
+
+def v2_accuracy(
+    records: Sequence[dict],
+    predictions: Sequence[str | None] | None = None,
+    *,
+    compensated: bool = False,
+    empty_outputs: str = "drop",
+) -> dict[str, float]:
+    """Accuracy in percent (1 decimal) for overall / easy / hard / short / medium / long, plus ``n_scored`` and
+    ``n_empty`` (items whose raw generation ``output`` is exactly ``""``).
+
+    ``records`` carry ``difficulty``, ``length`` and ``answer``, optionally ``output`` (the raw generation);
+    ``predictions`` are the extracted letters (or None). Without ``predictions`` each record's ``pred`` (extracted
+    letter) or ``response`` (text) is used. ``empty_outputs="drop"`` (the reference) leaves empty outputs out of
+    every denominator, ``"wrong"`` scores them 0. ``compensated=True`` counts an unanswered question as 0.25 (the
+    reference's option, off by default). As in ``result.py``, a difficulty other than "easy" counts as hard and a
+    length other than short/medium as long. A breakdown with no questions is NaN.
     """
+    check_empty_outputs(empty_outputs)
     if predictions is None:
         predictions = [
-            r["pred"] if "pred" in r else extract_v2_answer(r.get("response", "")) for r in records
+            r["pred"] if "pred" in r else extract_v2_answer(r.get("response", r.get("output", ""))) for r in records
         ]
     if len(predictions) != len(records):
         raise ValueError(f"{len(predictions)} predictions for {len(records)} records")
     sums = {k: 0.0 for k in V2_BREAKDOWN}
     counts = {k: 0 for k in V2_BREAKDOWN}
+    n_empty = 0
     for rec, pred in zip(records, predictions):
+        if rec.get("output") == "":
+            n_empty += 1
+            if empty_outputs == "drop":
+                continue
+            pred = None
         if pred is None and compensated:
             acc = 0.25
         else:
             acc = 1.0 if pred == rec["answer"] else 0.0
-        for key in ("overall", rec["difficulty"], rec["length"]):
-            if key in sums:
-                sums[key] += acc
-                counts[key] += 1
-    return {k: (round(100 * sums[k] / counts[k], 1) if counts[k] else math.nan) for k in V2_BREAKDOWN}
+        difficulty = "easy" if rec["difficulty"] == "easy" else "hard"
+        length = rec["length"] if rec["length"] in ("short", "medium") else "long"
+        for key in ("overall", difficulty, length):
+            sums[key] += acc
+            counts[key] += 1
+    out: dict = {k: (round(100 * sums[k] / counts[k], 1) if counts[k] else math.nan) for k in V2_BREAKDOWN}
+    out["n_scored"] = counts["overall"]
+    out["n_empty"] = n_empty
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- truncation
 
 
-def middle_truncate_ids(ids: Sequence[int], max_length: int) -> tuple[list, list] | None:
-    """LongBench middle truncation on a token list: ``(ids[:half], ids[-half:])`` with ``half = max_length // 2``.
+#: middle-truncation rules: "v1" = LongBench v1 ``pred.py`` (``half = int(L/2)`` tokens from each end, so an odd
+#: budget keeps L - 1 tokens; each half decoded on its own), "v2" = LongBench v2 ``pred.py``
+#: (``ids[:L//2] + ids[-L//2:]``: Python's floor division makes the tail ``ceil(L/2)``, so L tokens are kept; the
+#: joined ids decoded at once)
+TRUNCATION_RULES: tuple[str, ...] = ("v1", "v2")
 
-    Returns None when ``len(ids) <= max_length`` (nothing is cut). For an odd ``max_length`` the result has
-    ``max_length - 1`` tokens, as the reference's ``int(max_length / 2)`` gives.
+
+def middle_truncate_ids(ids: Sequence[int], max_length: int, rule: str = "v1") -> tuple[list, list] | None:
+    """LongBench middle truncation on a token list: ``(head, tail)`` -- ``max_length // 2`` tokens from the start and
+    ``max_length // 2`` (rule "v1") or ``max_length - max_length // 2`` (rule "v2") from the end.
+
+    Returns None when ``len(ids) <= max_length`` (nothing is cut).
     """
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"max_length must be an integer >= 2, got max_length={max_length!r}")
+    if rule not in TRUNCATION_RULES:
+        raise ValueError(f"rule must be one of {TRUNCATION_RULES}, got rule={rule!r}")
     if len(ids) <= max_length:
         return None
-    half = max_length // 2
-    return list(ids[:half]), list(ids[-half:])
+    head = max_length // 2
+    tail = head if rule == "v1" else max_length - head
+    return list(ids[:head]), list(ids[-tail:])
 
 
-def middle_truncate(prompt: str, tokenizer, max_length: int, *, joint_decode: bool = False) -> tuple[str, bool]:
+def middle_truncate(prompt: str, tokenizer, max_length: int, *, rule: str = "v1") -> tuple[str, bool]:
     """Middle-truncate a prompt string to ``max_length`` tokens, before any chat template.
 
     The prompt is tokenized as the references do (the tokenizer's default special tokens). If it has more than
-    ``max_length`` tokens, the first and last ``max_length // 2`` are kept and decoded with
-    ``skip_special_tokens=True``: each half separately and the strings concatenated (v1 ``pred.py``), or the joined
-    halves at once with ``joint_decode=True`` (v2 ``pred.py``; differs only where a character spans the cut).
-    Returns ``(prompt, truncated)``.
+    ``max_length`` tokens, the halves of :func:`middle_truncate_ids` are decoded with ``skip_special_tokens=True``:
+    each half separately and the strings concatenated (rule "v1", v1 ``pred.py``), or the joined halves at once
+    (rule "v2", v2 ``pred.py``; differs only where a character spans the cut). Returns ``(prompt, truncated)``.
     """
     ids = tokenizer(prompt, truncation=False)["input_ids"]
-    halves = middle_truncate_ids(ids, max_length)
+    halves = middle_truncate_ids(ids, max_length, rule)
     if halves is None:
         return prompt, False
     head, tail = halves
-    if joint_decode:
+    if rule == "v2":
         return tokenizer.decode(head + tail, skip_special_tokens=True), True
     return tokenizer.decode(head, skip_special_tokens=True) + tokenizer.decode(tail, skip_special_tokens=True), True

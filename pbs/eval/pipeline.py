@@ -92,6 +92,15 @@ def run_job(cfg: dict, method_name: str, *, command: str, group: str, job_num: i
     try:
         model_path = resolve_model_path(cfg["model"])  # raises ModelUnavailableError: recorded below
         _set_ruler_env(cfg["task"], model_path)
+        model_cfg, task_cfg = cfg["model"], cfg["task"]
+        v2_cfg = dict(task_cfg.get("v2") or {})
+        model_kwargs = {
+            "short_seq_policy": bool(cfg.get("short_seq_policy", False)),
+            "max_length_v2": model_cfg.get("max_length_v2"),
+            "chat_template_kwargs": model_cfg.get("chat_template_kwargs"),
+            "rope_scaling": model_cfg.get("rope_scaling"),
+            "seed": v2_cfg.pop("seed", None),
+        }
         result = evaluate(
             model_path=model_path,
             method=method_name,
@@ -103,8 +112,9 @@ def run_job(cfg: dict, method_name: str, *, command: str, group: str, job_num: i
             limit=cfg.get("limit"),
             device=device,
             dtype=dtype,
-            apply_chat_template=cfg["model"].get("chat_template", True),
-            model_kwargs={"short_seq_policy": bool(cfg.get("short_seq_policy", False))},
+            apply_chat_template=model_cfg.get("chat_template", True),
+            model_kwargs=model_kwargs,
+            v2=v2_cfg,
         )
     except Exception as exc:  # noqa: BLE001  (any failure is recorded and the sweep goes on)
         error = f"{type(exc).__name__}: {exc}"
@@ -112,7 +122,8 @@ def run_job(cfg: dict, method_name: str, *, command: str, group: str, job_num: i
         store.save(rid, run_cfg, "failed", prov, error=error + "\n" + traceback.format_exc())
         _log_wandb(cfg, run_cfg, rid, group, None, error)
         return {"run_id": rid, "status": "failed", "error": error}
-    metrics = {key: result[key] for key in ("scores", "density", "prefill_ms") if key in result}
+    metrics = {key: result[key] for key in ("scores", "longbench", "longbench_v2", "density", "prefill_ms")
+               if result.get(key)}
     metrics["wall_s"] = time.perf_counter() - start
     store.save(rid, run_cfg, "ok", prov, metrics=metrics, generations=result.get("generations", []))
     _log_wandb(cfg, run_cfg, rid, group, metrics, None)
@@ -144,6 +155,8 @@ def _log_wandb(cfg: dict, run_cfg: dict, rid: str, group: str, metrics: dict | N
     if metrics:
         for task, entry in metrics.get("scores", {}).items():
             summary[f"score/{task}"] = entry.get("score")
+        for key, value in metrics.get("longbench", {}).items():
+            summary[f"longbench/{key}"] = value
         density = metrics.get("density", {})
         summary["density/mean"] = density.get("mean")
         for layer, value in (density.get("per_layer") or {}).items():

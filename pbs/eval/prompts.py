@@ -1,11 +1,14 @@
-"""LongBench prompts, verbatim: v1 ``dataset2prompt`` / ``dataset2maxlen`` and the v2 0-shot template.
+"""LongBench prompts, verbatim: v1 ``dataset2prompt`` / ``dataset2maxlen`` and the v2 templates of ``prompts/``.
 
 These strings are benchmark *data* and must stay byte-for-byte as published, typos included ("asconcisely" in
 narrativeqa, the leading space before "Answer the question" in qasper, the space before "\n\nNews:" in multi_news,
-the trailing spaces of the passage tasks, no newline between ``{context}`` and "Next line of code" in lcc).
+the trailing spaces of the passage tasks, no newline between ``{context}`` and "Next line of code" in lcc; v2's
+"questions" and typographic apostrophe in the CoT templates).
 Source: THUDM/LongBench v1 ``config/dataset2prompt.json`` as recorded in ``shared/research/baselines.md`` §4.3
-(a later root-level copy of that file fixes "asconcisely"; the v1 code keeps it). v1 prompts are filled with
-``str.format(**record)``; the v2 template with ``str.replace`` of ``$DOC$``, ``$Q$``, ``$C_A$`` .. ``$C_D$``.
+(a later root-level copy of that file fixes "asconcisely"; the v1 code keeps it), and LongBench v2's
+``prompts/0shot.txt``, ``0shot_cot.txt``, ``0shot_cot_ans.txt``, ``0shot_no_context.txt``, ``0shot_rag.txt``
+(no trailing newlines). v1 prompts are filled with ``str.format(**record)``; the v2 templates with ``str.replace``
+of ``$DOC$``, ``$Q$``, ``$C_A$`` .. ``$C_D$`` (and ``$COT$``), as ``pred.py`` does.
 """
 
 from __future__ import annotations
@@ -113,8 +116,53 @@ V2_PROMPT_0SHOT: str = (
     'Format your response as follows: "The correct answer is (insert answer here)".'
 )
 
-#: max new tokens for the v2 direct-answer protocol.
+#: LongBench v2 ``prompts/0shot_cot.txt``: the first call of the chain-of-thought protocol (note "questions" and the
+#: typographic apostrophe in "Let’s").
+V2_PROMPT_COT: str = (
+    "Please read the following text and answer the questions below.\n\n<text>\n$DOC$\n</text>\n\n"
+    "What is the correct answer to this question: $Q$\nChoices:\n(A) $C_A$\n(B) $C_B$\n(C) $C_C$\n(D) $C_D$\n\n"
+    "Let\u2019s think step by step:"
+)
+
+#: LongBench v2 ``prompts/0shot_cot_ans.txt``: the second call; the document is *not* repeated, ``$COT$`` is the
+#: stripped first output.
+V2_PROMPT_COT_ANS: str = (
+    "Please read the following text and answer the questions below.\n\nThe text is too long and omitted here.\n\n"
+    "What is the correct answer to this question: $Q$\nChoices:\n(A) $C_A$\n(B) $C_B$\n(C) $C_C$\n(D) $C_D$\n\n"
+    "Let\u2019s think step by step: $COT$\n\n"
+    'Based on the above, what is the single, most likely answer choice? Format your response as follows: '
+    '"The correct answer is (insert answer here)".'
+)
+
+#: LongBench v2 ``prompts/0shot_no_context.txt`` (memorization baseline: no document).
+V2_PROMPT_NO_CONTEXT: str = (
+    "What is the correct answer to this question: $Q$\nChoices:\n(A) $C_A$\n(B) $C_B$\n(C) $C_C$\n(D) $C_D$\n\n"
+    'What is the single, most likely answer choice? Format your response as follows: '
+    '"The correct answer is (insert answer here)".'
+)
+
+#: LongBench v2 ``prompts/0shot_rag.txt``: ``$DOC$`` is the joined retrieved chunks (:func:`rag_context`).
+V2_PROMPT_RAG: str = (
+    "Please read the following retrieved text chunks and answer the question below.\n\n<text>\n$DOC$\n</text>\n\n"
+    "What is the correct answer to this question: $Q$\nChoices:\n(A) $C_A$\n(B) $C_B$\n(C) $C_C$\n(D) $C_D$\n\n"
+    'Format your response as follows: "The correct answer is (insert answer here)".'
+)
+
+#: the v2 protocols (``pred.py``'s flags): template of the (first) call and its max new tokens
+V2_PROTOCOLS: dict[str, tuple[str, int]] = {
+    "0shot": (V2_PROMPT_0SHOT, 128),
+    "cot": (V2_PROMPT_COT, 1024),
+    "no_context": (V2_PROMPT_NO_CONTEXT, 128),
+    "rag": (V2_PROMPT_RAG, 128),
+}
+
+#: max new tokens for the v2 direct-answer protocol (and the CoT protocol's answer call).
 V2_MAXLEN: int = 128
+#: max new tokens of the CoT protocol's first (reasoning) call.
+V2_COT_MAXLEN: int = 1024
+#: the reference's decoding for every v2 call: sampling at temperature 0.1 (``query_llm(..., temperature=0.1)``;
+#: top-p is not set, so the server's default of 1.0 applies).
+V2_TEMPERATURE: float = 0.1
 
 
 def base_dataset(name: str) -> str:
@@ -127,9 +175,10 @@ def build_prompt(dataset: str, record: dict) -> str:
     return DATASET2PROMPT[base_dataset(dataset)].format(**record)
 
 
-def build_v2_prompt(record: dict, template: str = V2_PROMPT_0SHOT) -> str:
-    """The v2 0-shot prompt: placeholders replaced by the record's stripped values (as the official pred.py)."""
-    return (
+def build_v2_prompt(record: dict, template: str = V2_PROMPT_0SHOT, cot: str | None = None) -> str:
+    """A v2 prompt: placeholders replaced by the record's stripped values, as the official ``pred.py`` does
+    (``$DOC$`` by ``record["context"]``; ``$COT$`` by ``cot``, the CoT call's stripped output)."""
+    out = (
         template.replace("$DOC$", record["context"].strip())
         .replace("$Q$", record["question"].strip())
         .replace("$C_A$", record["choice_A"].strip())
@@ -137,6 +186,16 @@ def build_v2_prompt(record: dict, template: str = V2_PROMPT_0SHOT) -> str:
         .replace("$C_C$", record["choice_C"].strip())
         .replace("$C_D$", record["choice_D"].strip())
     )
+    return out if cot is None else out.replace("$COT$", cot)
+
+
+def rag_context(retrieved: list[dict], top_n: int) -> str:
+    """The RAG protocol's document: the first ``top_n`` retrieved chunks (ranked by the retriever), put back in
+    document order (``c_idx``) and joined as ``"Retrieved chunk {i}: {content}"`` with blank lines (``pred.py``)."""
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+        raise ValueError(f"rag_top_n must be an integer >= 1, got rag_top_n={top_n!r}")
+    chunks = sorted(retrieved[:top_n], key=lambda c: c["c_idx"])
+    return "\n\n".join(f"Retrieved chunk {i + 1}: {c['content']}" for i, c in enumerate(chunks))
 
 
 def needs_chat_template(dataset: str) -> bool:

@@ -4,7 +4,8 @@
     results/runs/<run_id>/status.json      {"status": "ok" | "failed", "error": ..., "provenance": ...}
     results/runs/<run_id>/metrics.json     per-task scores, density (mean, per layer, per head), prefill time
     results/runs/<run_id>/generations.jsonl
-    results/index.csv                      one row per run × task (rebuilt from the run folders)
+    results/index.csv                      one row per run × task, plus LongBench's category means and averages
+                                           (rebuilt from the run folders)
 
 Every file is written to a temporary name and renamed, so a killed sweep never leaves a half-written file.
 """
@@ -18,8 +19,27 @@ import os
 import tempfile
 from pathlib import Path
 
-INDEX_COLUMNS = ["run_id", "status", "model", "method", "method_kwargs", "task", "metric", "score", "density",
-                 "prefill_ms", "n_samples", "date_utc", "git_commit", "error"]
+INDEX_COLUMNS = ["run_id", "status", "model", "method", "method_kwargs", "level", "task", "metric", "score",
+                 "density", "prefill_ms", "n_samples", "date_utc", "git_commit", "error"]
+
+#: ``level`` of an index row: one lm-eval task, a LongBench category (``task`` = its group, e.g.
+#: ``pbs_longbench_single``, ``metric`` = ``category_mean``), or the LongBench benchmark (``task`` =
+#: ``pbs_longbench``; ``metric`` = ``average``, the mean of the category means -- Table 1's "Avg" -- or
+#: ``dataset_mean``, the mean over the datasets)
+LEVELS = ("task", "category", "benchmark")
+
+
+def summary_rows(metrics: dict) -> list[dict]:
+    """The category / benchmark rows of a run from ``metrics["longbench"]`` (see :data:`LEVELS`)."""
+    from .metrics import CATEGORIES
+
+    summary = metrics.get("longbench") or {}
+    n = summary.get("n_datasets")
+    rows = [dict(level="category", task=f"pbs_longbench_{cat}", metric="category_mean", score=summary[cat],
+                 n_samples=None) for cat in CATEGORIES if cat in summary]
+    rows += [dict(level="benchmark", task="pbs_longbench", metric=key, score=summary[key], n_samples=n)
+             for key in ("average", "dataset_mean") if key in summary]
+    return rows
 
 
 def run_id(config: dict) -> str:
@@ -86,10 +106,11 @@ class RunStore:
                         git_commit=prov.get("git_commit"), error=status.get("error"))
             scores = metrics.get("scores", {})
             if not scores:
-                out.append(dict(base, task=None, metric=None, score=None, n_samples=None))
+                out.append(dict(base, level=None, task=None, metric=None, score=None, n_samples=None))
             for task, entry in scores.items():
-                out.append(dict(base, task=task, metric=entry.get("metric"), score=entry.get("score"),
+                out.append(dict(base, level="task", task=task, metric=entry.get("metric"), score=entry.get("score"),
                                 n_samples=entry.get("n_samples")))
+            out += [dict(base, **row) for row in summary_rows(metrics)]
         return out
 
     def rebuild_index(self) -> Path:

@@ -12,7 +12,8 @@ out["scores"]["pbs_longbench_v2"]["metrics"]["acc_hard"], out["prefill_ms"]["mea
 ``python -m pbs.eval.run --model PATH --method pbs --method-kwargs threshold=0.9 --tasks pbs_longbench_hotpotqa
 --limit 2 --out result.json`` does the same from a shell.
 
-Task names: ours (``pbs_longbench_<dataset>``, ``pbs_longbench_<dataset>_e``, ``pbs_longbench_v2``, the groups
+Task names: ours (``pbs_longbench_<dataset>``, ``pbs_longbench_<dataset>_e``, ``pbs_longbench_v2`` and its
+``_cot`` / ``_no_context`` / ``_rag`` protocols, the groups
 ``pbs_longbench``, ``pbs_longbench_<single|multi|summarization|fewshot|synthetic|code>``, ``pbs_longbench_e``...)
 read the shipped fixtures unless ``data_dir`` / ``v2_path`` (or ``$PBS_LONGBENCH_DIR`` / ``$PBS_LONGBENCH_V2``, or
 ``"hub"``) says otherwise. Any other lm-eval task name (e.g. lm-eval's own ``longbench_hotpotqa``,
@@ -28,11 +29,57 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from .decoding import Sampling
+from .metrics import check_empty_outputs
+from .prompts import V2_TEMPERATURE
 
 from . import TASKS_DIR
 
 _OWN_PREFIX = "pbs_longbench"
+V2_DECODINGS = ("sample", "greedy")
+
+
+@dataclass(frozen=True)
+class V2Protocol:
+    """LongBench v2 settings (defaults: the reference's ``pred.py`` / ``result.py``).
+
+    ``decoding``: ``"sample"`` (temperature ``temperature``, top-p ``top_p``; seeded per request by the model's
+    ``seed``) or ``"greedy"``; ``empty_outputs``: ``"drop"`` an empty generation from the denominators or count it
+    ``"wrong"``; ``rag_top_n``: retrieved chunks per question for ``pbs_longbench_v2_rag`` (the official ``--rag N``).
+    """
+
+    decoding: str = "sample"
+    temperature: float = V2_TEMPERATURE
+    top_p: float = 1.0
+    empty_outputs: str = "drop"
+    rag_top_n: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.decoding not in V2_DECODINGS:
+            raise ValueError(f"decoding must be one of {V2_DECODINGS}, got decoding={self.decoding!r}")
+        Sampling(self.temperature, self.top_p)  # validates both
+        check_empty_outputs(self.empty_outputs)
+        if self.rag_top_n is not None and (isinstance(self.rag_top_n, bool) or not isinstance(self.rag_top_n, int)
+                                           or self.rag_top_n < 1):
+            raise ValueError(f"rag_top_n must be an integer >= 1 or None, got rag_top_n={self.rag_top_n!r}")
+
+    def gen_kwargs(self) -> dict | None:
+        """lm-eval ``gen_kwargs`` for every task: only tasks that sample (v2) are affected -- greedy tasks ignore a
+        temperature, and ``do_sample=False`` turns the v2 tasks greedy."""
+        if self.decoding == "greedy":
+            return {"do_sample": False}
+        if (self.temperature, self.top_p) != (V2_TEMPERATURE, 1.0):
+            return {"temperature": self.temperature, "top_p": self.top_p}
+        return None
+
+    def metadata(self) -> dict:
+        out: dict = {"v2_empty_outputs": self.empty_outputs}
+        if self.rag_top_n is not None:
+            out["rag_top_n"] = self.rag_top_n
+        return out
 
 
 def _clean_metrics(d: dict) -> dict:
@@ -122,11 +169,15 @@ def _generations(lm_samples: dict, log: list[dict]) -> list[dict]:
                 row["templated"] = recs[0]["templated"]
                 row["prefill_ms"] = 1000.0 * sum(r["prefill_s"] for r in recs)
                 row["density"] = _mean(r.get("density") for r in recs)
+                cot = [r["generation"] for r in recs if r.get("stage") == "cot"]
+                if cot:
+                    row["response_cot"] = cot[0]
             rows.append(row)
     return rows
 
 
 _PRIMARY_FIRST = ("score", "acc", "acc_norm", "exact_match")
+_V2_KEYS = ("acc", "acc_easy", "acc_hard", "acc_short", "acc_medium", "acc_long", "n_scored", "n_empty")
 
 
 def _task_entry(metrics: dict, n_samples) -> dict:
@@ -148,14 +199,18 @@ def _task_entry(metrics: dict, n_samples) -> dict:
 def build_lm(model_path, method: str = "pbs", method_kwargs: dict | None = None, backend: str = "auto",
              max_length: int | None = None, device: str | None = None, dtype: str = "auto",
              apply_chat_template: bool = True, **model_kwargs):
-    """The ``pbs`` lm-eval model (:class:`pbs.eval.lm.PBSLM`) for a checkpoint path (or a loaded model)."""
+    """The ``pbs`` lm-eval model (:class:`pbs.eval.lm.PBSLM`) for a checkpoint path (or a loaded model).
+
+    ``model_kwargs``: further :class:`~pbs.eval.lm.PBSLM` args (``max_length_v2``, ``seed``, ``chat_template_kwargs``,
+    ``rope_scaling``, ``short_seq_policy``, HFLM's); None values are left out.
+    """
     import torch
 
     from .lm import PBSLM
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    kwargs = dict(model_kwargs)
+    kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
     if max_length is not None:
         kwargs["max_length"] = int(max_length)
     return PBSLM(pretrained=model_path, method=method, backend=backend, device=device, dtype=dtype,
@@ -183,6 +238,7 @@ def evaluate(
     log_samples: bool = True,
     include_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     include_defaults: bool | None = None,
+    v2: V2Protocol | dict | None = None,
 ) -> dict:
     """Evaluate ``model_path`` with ``method`` on lm-eval ``tasks``; returns a JSON-serialisable dict.
 
@@ -194,6 +250,8 @@ def evaluate(
     ``lm``: an already-built :class:`pbs.eval.lm.PBSLM` to reuse (its request log is cleared first).
     ``include_path``: more task folders; ``include_defaults``: index lm-eval's built-in tasks (default: only when a
     task name does not start with ``pbs_longbench``; indexing them takes ~15 s).
+    ``v2``: the LongBench v2 settings (:class:`V2Protocol` or its fields as a dict; default: the reference's).
+    ``model_kwargs``: more model args, e.g. ``max_length_v2`` (v2's budget), ``seed`` (sampled decoding).
 
     Keys of the result:
 
@@ -201,7 +259,10 @@ def evaluate(
       decimals (``metric`` is the native one, e.g. ``qa_f1_score``; LongBench-E adds ``score_0_4k`` /
       ``score_4_8k`` / ``score_8k_plus``), v2 ``acc`` / ``acc_easy`` ... percent with 1 decimal;
     - ``groups``: lm-eval group aggregates ({group: {metric: value}});
-    - ``longbench``: category means and ``average`` (plain mean of the v1 dataset scores present);
+    - ``longbench``: :func:`pbs.eval.metrics.summarize` of the v1 dataset scores present: category means,
+      ``average`` (the mean of the category means: Table 1's "Avg"), ``dataset_mean``, ``n_datasets``;
+    - ``longbench_v2``: per v2 task, ``acc`` .. ``acc_long``, ``n_scored`` and ``n_empty`` (``empty_outputs`` says
+      whether the empty ones were dropped or counted wrong);
     - ``density``: ``mean`` over prefill requests, ``per_layer``, ``per_task`` (None for ``method="sdpa"``);
     - ``prefill_ms``: ``mean`` / ``total`` over requests, ``mean_warm`` (without the first request the model
       served, whose time includes Triton compilation), ``per_task``;
@@ -216,6 +277,7 @@ def evaluate(
     if isinstance(tasks, str):
         tasks = [t for t in tasks.split(",") if t]
     tasks = list(tasks)
+    v2 = v2 if isinstance(v2, V2Protocol) else V2Protocol(**(v2 or {}))
     if lm is None:
         lm = build_lm(model_path, method, method_kwargs, backend, max_length, device, dtype, apply_chat_template,
                       **(model_kwargs or {}))
@@ -231,7 +293,7 @@ def evaluate(
     if v2_path is None and data is not None:
         v2_path = data
     metadata = {"data_dir": None if data_dir is None else str(data_dir),
-                "v2_path": None if v2_path is None else str(v2_path)}
+                "v2_path": None if v2_path is None else str(v2_path), **v2.metadata()}
     tm = TaskManager(include_path=paths, include_defaults=include_defaults, metadata=metadata)
     raw = lm_eval.simple_evaluate(
         model=lm,
@@ -241,6 +303,7 @@ def evaluate(
         log_samples=log_samples,
         apply_chat_template=False,  # the model applies the LongBench rule itself, after truncation
         bootstrap_iters=bootstrap_iters,
+        gen_kwargs=v2.gen_kwargs(),
     )
     group_names = set((raw or {}).get("groups", {}))
     n_samples = {t: (v or {}).get("effective") for t, v in raw.get("n-samples", {}).items()}
@@ -251,13 +314,18 @@ def evaluate(
     for task, entry in scores.items():
         if task.startswith(_OWN_PREFIX + "_") and not task.startswith(_OWN_PREFIX + "_v2"):
             name = task[len(_OWN_PREFIX) + 1:]
-            if not name.endswith("_e") and "score" in entry["metrics"]:
-                v1[base_dataset(name)] = entry["metrics"]["score"]
+            if not name.endswith("_e") and entry["score"] is not None:  # the native metric (= "score")
+                v1[base_dataset(name)] = entry["score"]
+    v2_summary = {
+        task: dict({k: entry["metrics"].get(k) for k in _V2_KEYS}, empty_outputs=v2.empty_outputs)
+        for task, entry in scores.items() if task.startswith(_OWN_PREFIX + "_v2")
+    }
     log = list(lm.request_log)
     return _jsonable({
         "scores": scores,
         "groups": groups,
         "longbench": summarize(v1) if v1 else {},
+        "longbench_v2": v2_summary,
         "density": _density_summary(log),
         "prefill_ms": _prefill_summary(log),
         "generations": _generations(raw.get("samples"), log) if log_samples else [],
@@ -272,6 +340,11 @@ def evaluate(
             "device": str(lm.device),
             "dtype": str(dtype),
             "apply_chat_template": lm.apply_chat_template_longbench,
+            "chat_template_kwargs": dict(lm.chat_template_kwargs),
+            "max_length_v2": lm.max_length_v2,
+            "rope_scaling": lm.rope_scaling,
+            "seed": lm.seed,
+            "v2": asdict(v2),
             "tasks": tasks,
             "data_dir": metadata["data_dir"],
             "v2_path": metadata["v2_path"],
@@ -315,13 +388,20 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="fixtures | hub | path (all tasks)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--v2-path", default=None)
+    ap.add_argument("--max-length-v2", type=int, default=None, help="LongBench v2 prompt budget")
+    ap.add_argument("--seed", type=int, default=42, help="seed of sampled decoding (LongBench v2)")
+    ap.add_argument("--v2-decoding", default="sample", choices=V2_DECODINGS)
+    ap.add_argument("--v2-empty-outputs", default="drop", choices=("drop", "wrong"))
+    ap.add_argument("--rag-top-n", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the result JSON here")
     args = ap.parse_args(argv)
     kwargs = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.method_kwargs.split(",") if kv)}
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     out = evaluate(args.model, args.method, kwargs, args.tasks, args.backend, args.max_length, limit, args.device,
                    args.dtype, not args.no_chat_template, data=args.data, data_dir=args.data_dir,
-                   v2_path=args.v2_path)
+                   v2_path=args.v2_path, model_kwargs={"max_length_v2": args.max_length_v2, "seed": args.seed},
+                   v2={"decoding": args.v2_decoding, "empty_outputs": args.v2_empty_outputs,
+                       "rag_top_n": args.rag_top_n})
     text = json.dumps(out, indent=1, ensure_ascii=False)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

@@ -28,8 +28,12 @@ def test_multirun_two_methods_two_thresholds_then_resume(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     runs = sorted((tmp_path / "results" / "runs").iterdir())
     assert len(runs) == 4 and all((r / "status.json").exists() for r in runs)
-    rows = list(csv.DictReader(open(tmp_path / "results" / "index.csv")))
+    index = list(csv.DictReader(open(tmp_path / "results" / "index.csv")))
+    rows = [r for r in index if r["level"] == "task"]
     assert len(rows) == 4 * 2  # 4 runs × 2 tasks
+    # + per run LongBench's multi category (hotpotqa alone) and the two benchmark rows
+    assert sorted((r["task"], r["metric"]) for r in index if r["level"] != "task") == sorted(
+        [("pbs_longbench_multi", "category_mean"), ("pbs_longbench", "average"), ("pbs_longbench", "dataset_mean")] * 4)
     assert {r["method"] for r in rows} == {"pbs", "meanpool"} and all(r["status"] == "ok" for r in rows)
     assert all(0 < float(r["density"]) <= 1.5 for r in rows)
     wandb_runs = list((tmp_path / "results" / "wandb").glob("offline-run-*"))

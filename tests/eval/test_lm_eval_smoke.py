@@ -115,7 +115,7 @@ def test_greedy_loop_matches_generate(tiny):
 
     lm = build_lm(str(tiny), method="sdpa", device="cpu", dtype="float32")
     ids = lm.tok_encode(build_prompt("gov_report", data.load_longbench("gov_report", "fixtures")[0]))
-    text, _n_new, seconds, summary = lm._greedy(ids, 24, [], samsum=False, longbench=False)
+    text, _n_new, seconds, summary = lm._generate(ids, 24, [], samsum=False, longbench=False)
     ref = lm.model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, num_beams=1,
                             eos_token_id=sorted(lm._eos_ids), pad_token_id=lm.tokenizer.pad_token_id)
     assert text == lm.tok_decode(ref[0, len(ids):].tolist())

@@ -145,7 +145,8 @@ def test_tables_and_summary():
     assert m.DATASET2METRIC["repobench-p"] is m.code_sim_score
     assert m.category_of("lcc_e") == "code"
     s = m.summarize({"hotpotqa": 40.0, "musique": 20.0, "lcc": 60.0})
-    assert s == {"multi": 30.0, "code": 60.0, "average": 40.0}
+    # Avg = mean of the category means (30, 60); the dataset mean weighs multi twice
+    assert s == {"multi": 30.0, "code": 60.0, "average": 45.0, "dataset_mean": 40.0, "n_datasets": 3}
     with pytest.raises(ValueError, match="unknown LongBench dataset"):
         m.base_dataset("nq")
 
@@ -176,7 +177,8 @@ def test_v2_breakdowns():
     ]
     preds = ["A", "A", "C", None, "A", "B"]
     acc = m.v2_accuracy(recs, preds)
-    assert acc == {"overall": 66.7, "easy": 100.0, "hard": 33.3, "short": 50.0, "medium": 50.0, "long": 100.0}
+    assert acc == {"overall": 66.7, "easy": 100.0, "hard": 33.3, "short": 50.0, "medium": 50.0, "long": 100.0,
+                   "n_scored": 6, "n_empty": 0}
     comp = m.v2_accuracy(recs, preds, compensated=True)  # None counts 0.25
     assert comp["overall"] == round(100 * 4.25 / 6, 1) and comp["hard"] == round(100 * 1.25 / 3, 1)
     # from raw responses
@@ -208,7 +210,13 @@ class _WordTokenizer:
 def test_middle_truncation_on_token_lists():
     ids = list(range(10))
     assert m.middle_truncate_ids(ids, 4) == ([0, 1], [8, 9])
-    assert m.middle_truncate_ids(ids, 5) == ([0, 1], [8, 9])  # int(5/2) = 2 each side
+    assert m.middle_truncate_ids(ids, 5) == ([0, 1], [8, 9])  # v1 pred.py: half = int(5/2) = 2 each side: 4 kept
+    # v2 pred.py: ids[:5//2] + ids[-5//2:]; -5//2 is -3 in Python, so 2 + 3 = 5 tokens are kept
+    assert m.middle_truncate_ids(ids, 5, "v2") == ([0, 1], [7, 8, 9])
+    assert m.middle_truncate_ids(ids, 4, "v2") == ([0, 1], [8, 9])  # even budgets agree
+    assert m.middle_truncate_ids(ids, 10, "v2") is None
+    with pytest.raises(ValueError, match="rule"):
+        m.middle_truncate_ids(ids, 5, "v3")
     assert m.middle_truncate_ids(ids, 10) is None
     assert m.middle_truncate_ids(ids, 9) == ([0, 1, 2, 3], [6, 7, 8, 9])
     with pytest.raises(ValueError, match="max_length"):
@@ -221,8 +229,12 @@ def test_middle_truncation_on_strings():
     assert m.middle_truncate(text, tok, 9) == (text, False)
     out, cut = m.middle_truncate(text, tok, 6)  # keep ids[:3] = <s> w1 w2 and ids[-3:] = w6 w7 w8
     assert cut and out == "w1 w2" + "w6 w7 w8"  # halves decoded separately (BOS skipped) and concatenated
-    out, cut = m.middle_truncate(text, tok, 6, joint_decode=True)
-    assert cut and out == "w1 w2 w6 w7 w8"
+    out, cut = m.middle_truncate(text, tok, 6, rule="v2")
+    assert cut and out == "w1 w2 w6 w7 w8"  # joined ids decoded at once
+    out, cut = m.middle_truncate(text, tok, 7, rule="v2")  # ids[:3] + ids[-4:]: odd budget, 7 ids kept
+    assert cut and out == "w1 w2 w5 w6 w7 w8"
+    out, cut = m.middle_truncate(text, tok, 7)  # v1: int(7/2) = 3 each side
+    assert cut and out == "w1 w2" + "w6 w7 w8"
 
 
 # ------------------------------------------------------------------------------------------------ prompts

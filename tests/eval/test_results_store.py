@@ -63,3 +63,31 @@ def test_a_failing_run_is_recorded_and_retried_later(tmp_path):
     calls = []
     retried = run_job(_cfg(tmp_path), "xattention", command="test", group="g", evaluate=_fake_evaluate(calls))
     assert retried["status"] == "ok" and len(calls) == 1  # failed runs are not skipped
+
+
+def test_metrics_and_index_carry_category_means_and_the_official_average(tmp_path):
+    """run_job stores evaluate()'s LongBench summary and v2 counts; the index gets one row per category mean and
+    two benchmark rows (average = mean of the category means, dataset_mean)."""
+    def evaluate(**kwargs):
+        assert kwargs["v2"] == {"decoding": "greedy", "empty_outputs": "wrong"}  # task.v2 less the seed
+        assert kwargs["model_kwargs"]["seed"] == 7 and kwargs["model_kwargs"]["max_length_v2"] == 90
+        return {"scores": {"pbs_longbench_hotpotqa": {"metric": "qa_f1_score", "score": 40.0, "n_samples": 2},
+                           "pbs_longbench_musique": {"metric": "qa_f1_score", "score": 20.0, "n_samples": 2},
+                           "pbs_longbench_lcc": {"metric": "code_sim_score", "score": 60.0, "n_samples": 2},
+                           "pbs_longbench_v2": {"metric": "acc", "score": 50.0, "n_samples": 4}},
+                "longbench": {"multi": 30.0, "code": 60.0, "average": 45.0, "dataset_mean": 40.0, "n_datasets": 3},
+                "longbench_v2": {"pbs_longbench_v2": {"acc": 50.0, "n_scored": 4, "n_empty": 1,
+                                                      "empty_outputs": "wrong"}},
+                "density": {"mean": 0.4}, "prefill_ms": {"mean": 3.0}, "generations": []}
+
+    cfg = _cfg(tmp_path)
+    cfg["model"]["max_length_v2"] = 90
+    cfg["task"]["v2"] = {"decoding": "greedy", "empty_outputs": "wrong", "seed": 7}
+    done = run_job(cfg, "pbs", command="test", group="g", evaluate=evaluate)
+    metrics = json.loads((tmp_path / "runs" / done["run_id"] / "metrics.json").read_text())
+    assert metrics["longbench"]["average"] == 45.0 and metrics["longbench_v2"]["pbs_longbench_v2"]["n_empty"] == 1
+    rows = list(csv.DictReader(open(tmp_path / "index.csv")))
+    assert [r["level"] for r in rows] == ["task"] * 4 + ["category"] * 2 + ["benchmark"] * 2
+    summary = {(r["task"], r["metric"]): float(r["score"]) for r in rows if r["level"] != "task"}
+    assert summary == {("pbs_longbench_multi", "category_mean"): 30.0, ("pbs_longbench_code", "category_mean"): 60.0,
+                       ("pbs_longbench", "average"): 45.0, ("pbs_longbench", "dataset_mean"): 40.0}

@@ -1,9 +1,13 @@
 """Write the ``pbs_longbench*`` task YAMLs in this folder (``python -m pbs.eval.tasks._generate [--check]``).
 
 One task per v1 dataset (``pbs_longbench_<name>``), per LongBench-E dataset (``pbs_longbench_<name>_e``), and
-``pbs_longbench_v2``; groups ``pbs_longbench`` (the 21 datasets: its score is the plain mean of the dataset
-scores, what papers report), ``pbs_longbench_<category>`` for the six categories, ``pbs_longbench_e`` and
-``pbs_longbench_e_<category>``. Prompts, max new tokens and metrics come from ``pbs.eval.prompts`` /
+the LongBench v2 protocols of ``pred.py`` (``pbs_longbench_v2``, ``_cot``, ``_no_context``, ``_rag``); groups
+``pbs_longbench_<category>`` for the six categories (score: the mean of their dataset scores), ``pbs_longbench``
+over the 21 datasets, ``pbs_longbench_e`` and ``pbs_longbench_e_<category>``. lm-eval's group score can only be a
+mean over tasks (0.4.13 flattens nested groups, 0.4.10 leaves them unscored), so ``pbs_longbench``'s lm-eval score
+is the mean over the datasets, *not* Table 1's "Avg" (the mean of the category means, as LongBench's README and the
+paper's OpenCompass summarizer compute it): that one is :func:`pbs.eval.metrics.summarize`'s ``average``, in
+``evaluate()``'s ``longbench`` and every run's metrics.json / index.csv. Prompts, max new tokens and metrics come from ``pbs.eval.prompts`` /
 ``pbs.eval.metrics``; ``tests/eval`` checks the files are current.
 """
 
@@ -13,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pbs.eval.metrics import CATEGORIES, CATEGORY_TITLES, DATASET2METRIC, DATASETS, LONGBENCH_E
-from pbs.eval.prompts import DATASET2MAXLEN, V2_MAXLEN
+from pbs.eval.prompts import DATASET2MAXLEN, V2_PROTOCOLS, V2_TEMPERATURE
 
 HERE = Path(__file__).resolve().parent
 VERSION = "1.0"
@@ -53,21 +57,29 @@ def v1_task(name: str) -> str:
     )
 
 
-def v2_task() -> str:
+def v2_task(protocol: str) -> str:
+    """A LongBench v2 task; decoding as the reference's ``query_llm``: sampling at temperature 0.1, top-p 1.0."""
     metric_list = "".join(
         f"  - metric: {m}\n    aggregation: !function utils.aggregate_acc\n    higher_is_better: true\n"
         for m in ("acc", "acc_easy", "acc_hard", "acc_short", "acc_medium", "acc_long")
+    ) + "".join(
+        f"  - metric: {m}\n    aggregation: !function utils.aggregate_count\n    higher_is_better: {better}\n"
+        for m, better in (("n_scored", "true"), ("n_empty", "false"))
     )
+    suffix = "" if protocol == "0shot" else f"_{protocol}"
+    max_new = V2_PROTOCOLS[protocol][1]
     return (
         HEADER
-        + "task: pbs_longbench_v2\n"
+        + f"task: pbs_longbench_v2{suffix}\n"
         + "custom_dataset: !function utils.load_v2\n"
+        + f"dataset_kwargs:\n  protocol: {protocol}\n"
         + "test_split: test\n"
         + "output_type: generate_until\n"
-        + "doc_to_text: !function utils.doc_to_text_v2\n"
+        + f"doc_to_text: !function utils.doc_to_text_v2{suffix}\n"
         + "doc_to_target: !function utils.doc_to_target_v2\n"
         + "process_results: !function utils.process_results_v2\n"
-        + f"generation_kwargs:\n  max_gen_toks: {V2_MAXLEN}\n  until: []\n  do_sample: false\n"
+        + f"generation_kwargs:\n  max_gen_toks: {max_new}\n  until: []\n  do_sample: true\n"
+        + f"  temperature: {V2_TEMPERATURE}\n  top_p: 1.0\n"
         + f"metric_list:\n{metric_list}"
         + f"metadata:\n  version: {VERSION}\n"
     )
@@ -90,9 +102,11 @@ def render() -> dict[Path, str]:
         files[HERE / f"{name}.yaml"] = v1_task(name)
     for name in LONGBENCH_E:
         files[HERE / f"{name}_e.yaml"] = v1_task(f"{name}_e")
-    files[HERE / "longbench_v2.yaml"] = v2_task()
+    for protocol in V2_PROTOCOLS:
+        name = "longbench_v2" if protocol == "0shot" else f"longbench_v2_{protocol}"
+        files[HERE / f"{name}.yaml"] = v2_task(protocol)
     files[HERE / "_pbs_longbench.yaml"] = group("pbs_longbench", [f"pbs_longbench_{n}" for n in DATASETS],
-                                               "LongBench")
+                                               "LongBench (lm-eval score: mean over the datasets, not Table 1's Avg)")
     files[HERE / "_pbs_longbench_e.yaml"] = group("pbs_longbench_e", [f"pbs_longbench_{n}_e" for n in LONGBENCH_E],
                                                  "LongBench-E")
     for cat, names in CATEGORIES.items():

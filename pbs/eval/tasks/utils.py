@@ -36,12 +36,26 @@ def load_v1(dataset: str, data_dir=None, data=None, **_ignored):
     return _as_dataset_dict(_data.load_longbench(dataset, source))
 
 
-def load_v2(v2_path=None, data_dir=None, data=None, **_ignored):
-    """``custom_dataset`` of ``pbs_longbench_v2``: ``{"test": Dataset}`` in the v2 schema (``v2_path``, else
-    ``data_dir`` / ``data`` -- a v2 file or a folder holding ``longbench_v2.json`` / ``data.json`` -- else
-    ``$PBS_LONGBENCH_V2``, else the fixture file)."""
+def load_v2(v2_path=None, data_dir=None, data=None, protocol="0shot", rag_top_n=None, v2_empty_outputs="drop",
+            **_ignored):
+    """``custom_dataset`` of the ``pbs_longbench_v2*`` tasks: ``{"test": Dataset}`` in the v2 schema (``v2_path``,
+    else ``data_dir`` / ``data`` -- a v2 file or a folder holding ``longbench_v2.json`` / ``data.json`` -- else
+    ``$PBS_LONGBENCH_V2``, else the fixture file).
+
+    ``protocol`` (from the task's ``dataset_kwargs``): ``"rag"`` replaces each context by its top ``rag_top_n``
+    retrieved chunks (task metadata; required). ``v2_empty_outputs`` (task metadata): ``"drop"`` (the reference)
+    or ``"wrong"``, stamped on every doc as ``pbs_empty_outputs`` for :func:`process_results_v2`.
+    """
+    empty = _metrics.check_empty_outputs(v2_empty_outputs)
     source = _data.resolve_v2_source(_first(v2_path, data_dir, data))
-    return _as_dataset_dict(_data.load_longbench_v2(source))
+    records = _data.load_longbench_v2(source, rag=protocol == "rag")
+    if protocol == "rag":
+        if rag_top_n is None:
+            raise ValueError("pbs_longbench_v2_rag needs rag_top_n (the official --rag N): pass it as task metadata "
+                             "(--metadata '{\"rag_top_n\": N}', Hydra task.rag_top_n=N)")
+        top_n = int(rag_top_n) if isinstance(rag_top_n, str) and rag_top_n.isdigit() else rag_top_n
+        records = [dict(r, context=_prompts.rag_context(r.pop("retrieved_context"), top_n)) for r in records]
+    return _as_dataset_dict([dict(r, pbs_empty_outputs=empty) for r in records])
 
 
 # ----------------------------------------------------------------------------------------------- v1
@@ -96,7 +110,20 @@ def aggregate_score(items: list) -> float:
 
 
 def doc_to_text_v2(doc: dict) -> str:
-    return _prompts.build_v2_prompt(doc)
+    return _prompts.build_v2_prompt(doc, _prompts.V2_PROMPT_0SHOT)
+
+
+def doc_to_text_v2_cot(doc: dict) -> str:
+    """The CoT protocol's first call; the model (``pbs.eval.lm``) makes the answer call itself."""
+    return _prompts.build_v2_prompt(doc, _prompts.V2_PROMPT_COT)
+
+
+def doc_to_text_v2_no_context(doc: dict) -> str:
+    return _prompts.build_v2_prompt(doc, _prompts.V2_PROMPT_NO_CONTEXT)
+
+
+def doc_to_text_v2_rag(doc: dict) -> str:
+    return _prompts.build_v2_prompt(doc, _prompts.V2_PROMPT_RAG)
 
 
 def doc_to_target_v2(doc: dict) -> str:
@@ -104,16 +131,31 @@ def doc_to_target_v2(doc: dict) -> str:
 
 
 def process_results_v2(doc: dict, results: list[str]) -> dict:
-    pred = _metrics.extract_v2_answer(results[0])
-    correct = 1.0 if pred == doc["answer"] else 0.0
+    """Per question: ``acc`` and its breakdowns (None outside the question's difficulty / length), ``n_scored`` and
+    ``n_empty``. An empty generation (``""``: the reference's ``pred.py`` skips it) is left out of every accuracy
+    under ``pbs_empty_outputs="drop"`` and scores 0 under ``"wrong"``. Difficulty other than easy counts as hard,
+    length other than short/medium as long (``result.py``)."""
+    empty = results[0] == ""
+    if empty and doc.get("pbs_empty_outputs", "drop") == "drop":
+        correct = None
+    else:
+        correct = 1.0 if not empty and _metrics.extract_v2_answer(results[0]) == doc["answer"] else 0.0
+    difficulty = "easy" if doc["difficulty"] == "easy" else "hard"
+    length = doc["length"] if doc["length"] in ("short", "medium") else "long"
     out = {"acc": correct}
     for key in ("easy", "hard"):
-        out[f"acc_{key}"] = correct if doc["difficulty"] == key else None
+        out[f"acc_{key}"] = correct if difficulty == key else None
     for key in ("short", "medium", "long"):
-        out[f"acc_{key}"] = correct if doc["length"] == key else None
+        out[f"acc_{key}"] = correct if length == key else None
+    out["n_scored"] = 0 if correct is None else 1
+    out["n_empty"] = 1 if empty else 0
     return out
 
 
 def aggregate_acc(items: list) -> float:
     """v2 accuracy in percent, one decimal (the reference's ``result.py``); NaN with no questions."""
     return _metrics.aggregate((x for x in items if x is not None), digits=1)
+
+
+def aggregate_count(items: list) -> int:
+    return int(sum(items))
