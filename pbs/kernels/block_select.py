@@ -29,11 +29,15 @@ class RowRule:
 
     exclude_segment: blocks per segment whose diagonal segment is forced and not a candidate (PBS), 0 = none.
     force_sink: the key block holding original token 0; force_diagonal: the row's own key block.
+    credit: XAttention's rule (``pbs.methods.xattention``): sink and diagonal forced, their mass credited toward the
+    threshold (the sink's not in rows with qb < lag_blocks, which take one tile more), sums in fp64.
     """
 
     exclude_segment: int = 0
     force_sink: bool = False
     force_diagonal: bool = False
+    credit: bool = False
+    lag_blocks: int = 0
 
 
 @triton.jit
@@ -43,9 +47,9 @@ def _select_kernel(
     stride_kb, stride_kh, stride_zb, stride_qb, stride_qh,
     stride_fnb, stride_fnh, stride_fib, stride_fih, stride_fir,
     stride_pnb, stride_pnh, stride_pib, stride_pih, stride_pir,
-    seq_len_kv, q_offset, first_q_block, num_kv_blocks, head_offset, row_offset, threshold, budget,
+    seq_len_kv, q_offset, first_q_block, num_kv_blocks, head_offset, row_offset, threshold, budget, lag_blocks,
     H: tl.constexpr, HEADS_PER_PERM: tl.constexpr, T_PAD: tl.constexpr, BS: tl.constexpr,
-    EXCLUDE_SEGMENT: tl.constexpr, FORCE_SINK: tl.constexpr, FORCE_DIAGONAL: tl.constexpr,
+    EXCLUDE_SEGMENT: tl.constexpr, FORCE_SINK: tl.constexpr, FORCE_DIAGONAL: tl.constexpr, CREDIT: tl.constexpr,
     IS_LOGITS: tl.constexpr, SELECT_ALL: tl.constexpr, USE_BUDGET: tl.constexpr,
     HAS_KEY_PERM: tl.constexpr, HAS_QUERY_PERM: tl.constexpr, PART_WIDTH: tl.constexpr,
 ):
@@ -60,7 +64,12 @@ def _select_kernel(
     causal = in_range & (kb <= qb)
 
     # -- candidates and forced tiles --
-    if EXCLUDE_SEGMENT > 0:
+    if CREDIT:  # XAttention: sink and diagonal forced, their mass credited (the sink not in lagged rows)
+        lagged = qb < lag_blocks
+        forced = in_range & ((kb == qb) | (kb == 0))
+        credited = in_range & ((kb == qb) | ((kb == 0) & ~lagged))
+        cand = causal & ~credited
+    elif EXCLUDE_SEGMENT > 0:
         forced = in_range & ((kb // EXCLUDE_SEGMENT) == (qb // EXCLUDE_SEGMENT))
         cand = causal & ~forced
     else:
@@ -98,8 +107,11 @@ def _select_kernel(
     if SELECT_ALL:
         sel = cand
     else:
-        s = tl.load(SCORES + b.to(tl.int64) * stride_sb + h * stride_sh + row * stride_sr + kb, mask=cand,
+        s = tl.load(SCORES + b.to(tl.int64) * stride_sb + h * stride_sh + row * stride_sr + kb, mask=causal,
                     other=0.0).to(tl.float32)
+        if CREDIT:
+            s = tl.where(s == s, s, 0.0)
+            credit = tl.sum(tl.where(credited & causal, s, 0.0).to(tl.float64), 0)
         if IS_LOGITS:
             x = tl.where(cand, s, float("-inf"))
             x_max = tl.max(x, 0)
@@ -124,10 +136,17 @@ def _select_kernel(
             pool = cand
             ranked = p
             ordered = tl.sort(ranked, descending=True)
-            before = tl.cumsum(ordered, 0) - ordered
-            keep = (before < threshold) & (ordered > 0)
-            n_take = tl.sum(keep.to(tl.int32), 0)
-            v = tl.min(tl.where(keep, ordered, float("inf")), 0)
+            if CREDIT:  # sums in fp64, as the reference; lagged rows take one tile more (the original's layout)
+                ordered64 = ordered.to(tl.float64)
+                before64 = tl.cumsum(ordered64, 0) - ordered64 + credit
+                keep = (before64 < threshold) & (ordered > 0)
+                n_take = tl.sum(keep.to(tl.int32), 0)
+                n_take = tl.where(lagged, tl.minimum(n_take + 1, tl.sum((ordered > 0).to(tl.int32), 0)), n_take)
+            else:
+                before = tl.cumsum(ordered, 0) - ordered
+                keep = (before < threshold) & (ordered > 0)
+                n_take = tl.sum(keep.to(tl.int32), 0)
+            v = tl.sum(tl.where(kb == n_take - 1, ordered, 0.0), 0)
         above = pool & (ranked > v)
         ties = pool & (ranked == v)
         tie_rank = tl.cumsum(ties.to(tl.int32), 0)
@@ -203,10 +222,10 @@ def select_blocks(
             full_num.stride(0), full_num.stride(1), full_idx.stride(0), full_idx.stride(1), full_idx.stride(2),
             part_num.stride(0), part_num.stride(1), part_idx.stride(0), part_idx.stride(1), part_idx.stride(2),
             seq_len_kv, seq_len_kv - seq_len_q, first, nkb, head_offset, r0,
-            float(min(threshold, 1.0)), float(budget or 0.0),
+            float(min(threshold, 1.0)), float(budget or 0.0), rule.lag_blocks,
             H=heads, HEADS_PER_PERM=heads_per_perm, T_PAD=t_pad, BS=block_size,
             EXCLUDE_SEGMENT=rule.exclude_segment, FORCE_SINK=rule.force_sink, FORCE_DIAGONAL=rule.force_diagonal,
-            IS_LOGITS=is_logits, SELECT_ALL=select_all, USE_BUDGET=budget is not None,
+            CREDIT=rule.credit, IS_LOGITS=is_logits, SELECT_ALL=select_all, USE_BUDGET=budget is not None,
             HAS_KEY_PERM=key_bounds is not None, HAS_QUERY_PERM=query_bounds is not None,
             PART_WIDTH=part_idx.shape[-1], num_warps=_SELECT_WARPS,
         )
