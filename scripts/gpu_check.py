@@ -32,8 +32,10 @@ CHECK_PLANS = [
     ("pbs", dict(scoring="antidiagonal")),
     ("pbs", dict(block_size=64, segment_size=256)),
     ("meanpool", {}),
-    ("xattention", dict(keep_sink=True, keep_recent=True)),
+    ("xattention", {}),
+    ("xattention", dict(accounting="corrected", chunk_size=2048)),
     ("minference", dict(vertical_size=300, slash_size=500)),
+    ("minference", dict(vertical_size=300, slash_size=500, slash_layout="aligned")),
     ("flexprefill", {}),
     ("oracle", dict(permute="key")),
 ]
