@@ -24,8 +24,8 @@ Ranges are disjoint and columns lie outside them, so no key is listed twice. Thi
 ``pbs_attn/baselines/Minference.py``. With Nq < Nk rows are the absolute blocks holding the queries.
 
 Layout ``slash_layout="aligned"``: each kept offset marks the block diagonals it crosses (⌊o/bs⌋ and, when
-o % bs > 0, the next); those aligned tiles are computed and columns outside them gathered. It covers every key
-the windows cover and more tiles (see README).
+o % bs > 0, the next); those aligned tiles are computed and columns outside them gathered. Both layouts list
+every key on a kept diagonal; they differ in the keys around them and in tile count (README).
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from torch import Tensor
 from ..config import MInferenceConfig
 from ..plan import SparsePlan, num_blocks
 from ..scoring import block_grid
-from ..vertical_slash import column_and_diagonal_sums, last_query_probs, offsets_to_diag_blocks, slash_block_mask
+from ..vertical_slash import (
+    column_and_diagonal_sums,
+    columns_outside_windows,
+    last_query_probs,
+    offsets_to_diag_blocks,
+    slash_block_mask,
+    slash_windows,
+)
 from .registry import register_method
 
 
@@ -55,13 +62,13 @@ def plan(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
     if cfg.slash_layout == "aligned":
         return _aligned_plan(columns, offsets, nq, nk, bs, k.shape[1])
     qb, _ = block_grid(nq, nk, bs, q.device)
-    starts, valid = _windows((qb + 1) * bs, offsets, bs)  # (B, H, R, W)
-    valid = valid & (starts < nk)
+    starts, valid = slash_windows((qb + 1) * bs, offsets, bs)  # (B, H, R, W)
+    valid = valid & (starts < nk)  # only a ragged last row can hold such windows (no key in them)
     col = columns[:, :, None, :].expand(-1, -1, qb.numel(), -1)  # (B, H, R, V)
     return SparsePlan.from_block_mask(
         torch.zeros(*starts.shape[:3], num_blocks(nk, bs), dtype=torch.bool, device=q.device),
         block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1],
-        col_indices=col, col_valid=_outside_windows(col, starts, valid, bs),
+        col_indices=col, col_valid=columns_outside_windows(col, starts, valid, bs),
         win_starts=starts, win_valid=valid,
     )
 
@@ -69,45 +76,6 @@ def plan(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
 def _top(scores: Tensor, n: int) -> Tensor:
     """Indices of the n highest scores along the last dim (ties: lower index first)."""
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :n]
-
-
-def _windows(row_end: Tensor, offsets: Tensor, bs: int) -> tuple[Tensor, Tensor]:
-    """Step 1 of the module rule for every row at once: window starts (B, H, R, S) in ascending order, valid mask.
-
-    row_end: (R,) the e of each row; offsets (B, H, S) descending. One pass over the offsets; each offset adds at
-    most one window per row (a new range adds its first window, an extension the window at the old end).
-    """
-    batch, heads, n_off = offsets.shape
-    rows = row_end.numel()
-    device = offsets.device
-    e = row_end.view(1, 1, rows).expand(batch, heads, rows)
-    starts = torch.zeros(batch, heads, rows, n_off, dtype=torch.int32, device=device)
-    count = torch.zeros(batch, heads, rows, dtype=torch.long, device=device)
-    end = torch.full((batch, heads, rows), -1, dtype=torch.long, device=device)  # -1: no range yet
-    for i in range(n_off):
-        o = offsets[:, :, i : i + 1]
-        x = torch.clamp(e - o, min=bs)
-        live = o < e
-        opens = live & ((end < 0) | (x > end + bs))
-        extends = live & ~opens & (x > end)
-        emit = opens | extends
-        start = torch.where(opens, x - bs, end)
-        starts.scatter_(-1, count[..., None], torch.where(emit, start, 0).to(torch.int32)[..., None])
-        count = count + emit
-        end = torch.where(opens, x, torch.where(extends, end + bs, end))
-    width = max(int(count.max()), 1)
-    valid = torch.arange(width, device=device) < count[..., None]
-    return starts[..., :width].long(), valid
-
-
-def _outside_windows(col: Tensor, starts: Tensor, valid: Tensor, bs: int) -> Tensor:
-    """(B, H, R, V) bool: column in no window and before the end of the last window of its row (step 2)."""
-    big = torch.iinfo(torch.long).max // 2
-    keyed = torch.where(valid, starts, big)  # ascending, padding last
-    at = torch.searchsorted(keyed.contiguous(), col.contiguous(), right=True) - 1  # last window starting <= col
-    inside = (at >= 0) & (col < torch.gather(keyed, -1, at.clamp(min=0)) + bs)
-    last_end = torch.where(valid, starts + bs, -1).amax(-1, keepdim=True)
-    return ~inside & (col < last_end)
 
 
 def _aligned_plan(columns: Tensor, offsets: Tensor, nq: int, nk: int, bs: int, kv_heads: int) -> SparsePlan:
