@@ -172,7 +172,9 @@ class FlexPrefillConfig:
             _check_positive_int("budget_unit", self.budget_unit)
         _check_choice("query_mean", self.query_mean, QUERY_MEANS)
         if not isinstance(self.include_crossing_tile, bool):
-            raise ValueError(f"include_crossing_tile must be a bool, got include_crossing_tile={self.include_crossing_tile!r}")
+            raise ValueError(
+                f"include_crossing_tile must be a bool, got include_crossing_tile={self.include_crossing_tile!r}"
+            )
 
 
 @dataclass

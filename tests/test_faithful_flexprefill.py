@@ -179,7 +179,8 @@ def _reference(q, k, cfg, scale):
             total = 0.0
             for value, flat in entries:
                 before, total = total, total + value
-                keep = before < cfg.gamma * (t - first) if cfg.include_crossing_tile else total <= cfg.gamma * (t - first)
+                cut = cfg.gamma * (t - first)
+                keep = before < cut if cfg.include_crossing_tile else total <= cut
                 if keep and value > 0:
                     out[b, h, flat // t, flat % t] = True
     return out, aware

@@ -11,7 +11,6 @@ window and before the last range's end. Expected windows below are worked out by
 import pytest
 import torch
 
-import pbs
 from pbs.config import MInferenceConfig
 from pbs.methods import get_method
 from pbs.synthetic import Structure, structured_qkv

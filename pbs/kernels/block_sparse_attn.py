@@ -154,14 +154,16 @@ def _pbs_fwd_kernel(
     acc, m_i, l_i = _attend_tiles(
         acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
         stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, True, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
+        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, True, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD,
+        DOT_PRECISION,
     )
     num = tl.load(PART_NUM + b * stride_pnb + h * stride_pnh + row)
     idx = PART_IDX + b.to(tl.int64) * stride_pib + h * stride_pih + row * stride_pir
     acc, m_i, l_i = _attend_tiles(
         acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
         stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, False, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
+        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, False, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD,
+        DOT_PRECISION,
     )
     if HAS_COLS:
         num = tl.load(COL_NUM + b * stride_cnb + h * stride_cnh + row)

@@ -226,7 +226,8 @@ def _listed_keys(plan: SparsePlan) -> tuple[Tensor, Tensor]:
     parts, valids = [], []
     if plan.col_indices is not None:
         parts.append(plan.col_indices.long())
-        valids.append(torch.arange(plan.col_indices.shape[-1], device=plan.col_indices.device) < plan.col_num[..., None])
+        width = plan.col_indices.shape[-1]
+        valids.append(torch.arange(width, device=plan.col_indices.device) < plan.col_num[..., None])
     if plan.win_starts is not None:
         bs, starts = plan.block_size, plan.win_starts.long()
         keys = (starts[..., None] + torch.arange(bs, device=starts.device)).flatten(-2)

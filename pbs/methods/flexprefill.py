@@ -87,7 +87,8 @@ def plan(q, k, cfg: FlexPrefillConfig, scale: float) -> SparsePlan | Dense:
     return SparsePlan.from_block_mask(selected, block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1])
 
 
-def _cover_tiles(q: Tensor, pk: Tensor, seq_len_kv: int, causal: Tensor, cfg: FlexPrefillConfig, scale: float) -> Tensor:
+def _cover_tiles(q: Tensor, pk: Tensor, seq_len_kv: int, causal: Tensor, cfg: FlexPrefillConfig,
+                 scale: float) -> Tensor:
     """Step 6: (B, H, R, T) bool, the pooled block attention's top tiles covering gamma of its R rows."""
     nq, bs = q.shape[2], cfg.block_size
     pq = pooled_queries(q, None, seq_len_kv, bs)  # (B, H, R, D): mean over each row's real queries
