@@ -143,10 +143,12 @@ def sparse_attention(
             ("key" | "query" | "key+query" | "none"), scoring="mean" ("antidiagonal" = PBS-Attn+, stride=8),
             share_permutation="q_head" ("kv_head" = App. G), force_sink=True, budget=None;
             ``meanpool`` block_size=128, threshold=0.9, force_sink=True, force_current=True, budget=None;
-            ``xattention`` block_size=128, stride=8, threshold=0.9, keep_sink=False, keep_recent=False;
+            ``xattention`` block_size=128, stride=8, threshold=0.9, chunk_size=None (the original's from Nk),
+            accounting="original" ("corrected");
             ``minference`` vertical_size=1000, slash_size=6096, last_q=64, block_size=64,
-            num_sink_columns=30, num_local_diagonals=100;
-            ``flexprefill`` gamma=0.95, tau=0.1, block_size=128, min_budget=1, max_budget=None;
+            num_sink_columns=30, num_local_diagonals=100, slash_layout="windows" ("aligned");
+            ``flexprefill`` gamma=0.95, tau=0.1, block_size=128, min_budget=1, max_budget=None (tokens),
+            budget_unit=128 (None = block_size), query_mean="padded" ("real"), include_crossing_tile=False;
             ``oracle`` block_size=128, segment_size=256, threshold=0.9, permute="none" ("none" | "key"), budget=None.
             A threshold (gamma) >= 1 selects every causal block. ``budget`` (a target density in (0, 1]) replaces
             the threshold: per row the forced tiles plus the top-scoring tiles up to budget × the row's causal

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 PERMUTE_MODES = ("key", "query", "key+query", "none")
 SCORING_MODES = ("mean", "antidiagonal")
 SHARE_MODES = ("q_head", "kv_head")
+XATTENTION_ACCOUNTING = ("original", "corrected")
+SLASH_LAYOUTS = ("windows", "aligned")
+QUERY_MEANS = ("padded", "real")
 
 
 def _is_pow2(x: int) -> bool:
@@ -111,13 +114,21 @@ class XAttentionConfig:
     block_size: int = 128  # XAttention asserts 128
     stride: int = 8  # the paper's baseline setting (PBS-Attn eval configs)
     threshold: float = 0.9  # scalar τ (the per-head Llama tables are model-specific)
-    keep_sink: bool = False  # accuracy runs in the paper use the factory default (False); speed runs use True
-    keep_recent: bool = False  # likewise
+    chunk_size: int | None = None  # tokens per estimation chunk; None = the original's default from Nk (one
+    #   chunk up to 16K, 8K at 32K, 2K at 128K); it decides which rows follow the first chunk's accounting
+    accounting: str = "original"  # "original": the first chunk's rows credit only the diagonal and take one tile
+    #   more (x-attention utils.py); "corrected": every row credits sink + diagonal, no extra tile
 
     def __post_init__(self):
         _check_block_size("block_size", self.block_size)
         _check_stride(self.stride, self.block_size)
         _check_threshold(self.threshold)
+        if self.chunk_size is not None:
+            _check_positive_int("chunk_size", self.chunk_size)
+            if self.chunk_size % self.block_size:
+                raise ValueError(f"chunk_size must be a multiple of block_size ({self.block_size}), "
+                                 f"got chunk_size={self.chunk_size!r}")
+        _check_choice("accounting", self.accounting, XATTENTION_ACCOUNTING)
 
 
 @dataclass
@@ -130,6 +141,8 @@ class MInferenceConfig:
     block_size: int = 64  # slash blocks are 64 wide, as in MInference's kernel
     num_sink_columns: int = 30  # first columns always kept
     num_local_diagonals: int = 100  # last diagonals always kept
+    slash_layout: str = "windows"  # "windows": unaligned key windows merged as the original's index builder
+    #   (csrc/vertical_slash_index.cu); "aligned": aligned key blocks (more tiles; FlexAttention-friendly)
 
     def __post_init__(self):
         _check_positive_int("vertical_size", self.vertical_size)
@@ -138,6 +151,7 @@ class MInferenceConfig:
         _check_block_size("block_size", self.block_size)
         _check_positive_int("num_sink_columns", self.num_sink_columns, 0)
         _check_positive_int("num_local_diagonals", self.num_local_diagonals, 1)
+        _check_choice("slash_layout", self.slash_layout, SLASH_LAYOUTS)
 
 
 @dataclass
@@ -147,8 +161,14 @@ class FlexPrefillConfig:
     gamma: float = 0.95  # cumulative-mass budget (the paper's Llama setting, used by PBS-Attn's baseline)
     tau: float = 0.1  # sqrt-JS divergence below which a head is query-aware
     block_size: int = 128
-    min_budget: int = 1  # blocks; PBS-Attn's baseline setting
-    max_budget: int | None = None  # blocks; None = no cap
+    min_budget: int = 1  # tokens, as the original (ceil(min_budget / block_size) blocks); PBS-Attn's setting
+    max_budget: int | None = None  # tokens; None = no cap
+    budget_unit: int | None = 128  # positions per budgeted block: the original's literal 128 (~line 1708);
+    #   None = block_size (the corrected rule; differs only when block_size != 128)
+    query_mean: str = "padded"  # pooled query of a ragged last block: "padded" sums its rows / block_size (PBS-Attn's
+    #   vendored copy, which the paper ran); "real" averages its real rows (ByteDance's upstream fix)
+    include_crossing_tile: bool = False  # query-aware cover: False drops the tile that crosses gamma, as the
+    #   original's score_cover_idx; True keeps it (the set then covers gamma, as the budgets do)
 
     def __post_init__(self):
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not self.gamma > 0:
@@ -159,6 +179,13 @@ class FlexPrefillConfig:
         _check_positive_int("min_budget", self.min_budget)
         if self.max_budget is not None:
             _check_positive_int("max_budget", self.max_budget, self.min_budget)
+        if self.budget_unit is not None:
+            _check_positive_int("budget_unit", self.budget_unit)
+        _check_choice("query_mean", self.query_mean, QUERY_MEANS)
+        if not isinstance(self.include_crossing_tile, bool):
+            raise ValueError(
+                f"include_crossing_tile must be a bool, got include_crossing_tile={self.include_crossing_tile!r}"
+            )
 
 
 @dataclass

@@ -13,7 +13,10 @@ Geometry (all positions are *absolute* token positions in the key sequence):
 * Per (batch, query head, row) the plan lists key blocks in two disjoint groups, with FlexAttention's names:
   ``full_kv_*`` tiles need no mask (every key precedes every query of the row), ``kv_*`` tiles need the token
   causal mask on original positions. ``col_*`` lists individually gathered original key positions
-  (MInference's vertical columns), also causally masked. A key is never listed twice.
+  (MInference's vertical columns), also causally masked. ``win_*`` (optional, MInference's slash windows) lists
+  key *windows* by their start: window ``s`` covers original key positions ``[s, s + block_size) ∩ [0, Nk)``
+  (never permuted), causally masked, and counts as one tile. A key is never listed twice (tiles, columns and
+  windows of a row are disjoint).
 """
 
 from __future__ import annotations
@@ -46,10 +49,12 @@ class SparsePlan:
     kv_indices: Tensor  # (B, H, R, Mp) key block indices in permuted-slot space
     full_kv_num_blocks: Tensor  # (B, H, R) tiles needing no mask
     full_kv_indices: Tensor  # (B, H, R, Mf)
-    key_perm: Tensor | None = None  # (B, Hp, Nk) int64: permuted slot -> original key index
-    query_perm: Tensor | None = None  # (B, H, Nq) int64: permuted query slot -> original query row
+    key_perm: Tensor | None = None  # (B, Hp, Nk) int64/int32: permuted slot -> original key index
+    query_perm: Tensor | None = None  # (B, H, Nq) int64/int32: permuted query slot -> original query row
     col_num: Tensor | None = None  # (B, H, R) gathered columns per row
     col_indices: Tensor | None = None  # (B, H, R, Mc) original key positions
+    win_num: Tensor | None = None  # (B, H, R) key windows per row
+    win_starts: Tensor | None = None  # (B, H, R, Mw) original position of each window's first key, ascending
     planner: str = "torch"
     planner_note: str | None = None
 
@@ -61,6 +66,7 @@ class SparsePlan:
             f"SparsePlan(density={self.density():.4f}, batch={batch}, heads={heads}, seq_len_q={self.seq_len_q}, "
             f"seq_len_kv={self.seq_len_kv}, block_size={self.block_size}, rows={rows}, "
             f"key_perm={shape(self.key_perm)}, query_perm={shape(self.query_perm)}, columns={shape(self.col_indices)}, "
+            f"windows={shape(self.win_starts)}, "
             f"planner={self.planner!r}" + (f", planner_note={self.planner_note!r}" if self.planner_note else "") + ")"
         )
 
@@ -81,10 +87,13 @@ class SparsePlan:
         return num_blocks(self.seq_len_kv, self.block_size)
 
     def tiles_per_head(self) -> Tensor:
-        """(B, H) float64: computed tiles; gathered columns count as ceil(n_cols / block_size) tiles per row."""
+        """(B, H) float64: computed tiles; a key window is one tile, gathered columns count as
+        ceil(n_cols / block_size) tiles per row."""
         tiles = self.kv_num_blocks.double().sum(-1) + self.full_kv_num_blocks.double().sum(-1)
         if self.col_num is not None:
             tiles = tiles + torch.ceil(self.col_num.double() / self.block_size).sum(-1)
+        if self.win_num is not None:
+            tiles = tiles + self.win_num.double().sum(-1)
         return tiles
 
     def causal_tiles(self) -> int:
@@ -111,12 +120,15 @@ class SparsePlan:
         query_perm: Tensor | None = None,
         col_indices: Tensor | None = None,
         col_valid: Tensor | None = None,
+        win_starts: Tensor | None = None,
+        win_valid: Tensor | None = None,
     ) -> SparsePlan:
         """Turn a (B, H, R, T) bool mask of selected tiles into index lists.
 
         Tiles that no query of the row can see (every key after every query, e.g. above the block diagonal
         without permutation) are dropped; the rest are split into full and partial tiles from the original
-        positions they hold. ``col_indices`` (B, H, R, C) with ``col_valid`` adds gathered columns.
+        positions they hold. ``col_indices`` (B, H, R, C) with ``col_valid`` adds gathered columns, and
+        ``win_starts`` (B, H, R, W) with ``win_valid`` key windows (kept in their given order).
         """
         batch, heads, rows, nkb = block_mask.shape
         visible, full = tile_visibility(key_perm, query_perm, batch, heads, num_kv_heads, seq_len_q, seq_len_kv,
@@ -129,6 +141,9 @@ class SparsePlan:
         col_num = col_idx = None
         if col_indices is not None:
             col_num, col_idx = _compact(col_indices, col_valid)
+        win_num = win_idx = None
+        if win_starts is not None:
+            win_num, win_idx = _compact(win_starts, win_valid)
         return SparsePlan(
             block_size=block_size,
             seq_len_q=seq_len_q,
@@ -141,6 +156,8 @@ class SparsePlan:
             query_perm=query_perm,
             col_num=col_num,
             col_indices=col_idx,
+            win_num=win_num,
+            win_starts=win_idx,
         )
 
     def block_mask(self) -> Tensor:
@@ -152,6 +169,34 @@ class SparsePlan:
             b, h, r, m = torch.nonzero(valid, as_tuple=True)
             out[b, h, r, idx[b, h, r, m].long()] = True
         return out
+
+    def key_counts(self) -> Tensor:
+        """(B, H, R, Nk) int32: how often each original key position is listed per row (tiles, columns and
+        windows; 0 or 1 under the plan's contract). O(B·H·R·Nk) memory: for tests and analysis."""
+        batch, heads, rows = self.kv_num_blocks.shape
+        nk, bs = self.seq_len_kv, self.block_size
+        device = self.kv_indices.device
+        out = torch.zeros(batch, heads, rows, nk + 1, dtype=torch.int32, device=device)  # last column: spill
+        lane = torch.arange(bs, device=device)
+        perm = self.key_perm
+        if perm is not None and perm.shape[1] != heads:
+            perm = perm.repeat_interleave(heads // perm.shape[1], dim=1)
+        for num, idx in ((self.kv_num_blocks, self.kv_indices), (self.full_kv_num_blocks, self.full_kv_indices)):
+            slots = (idx.long()[..., None] * bs + lane).flatten(-2)  # (B, H, R, M*bs)
+            valid = (torch.arange(idx.shape[-1], device=device) < num[..., None]).repeat_interleave(bs, -1)
+            valid = valid & (slots < nk)
+            slots = slots.clamp(max=nk - 1)
+            keys = slots if perm is None else torch.gather(perm[:, :, None].expand(-1, -1, rows, -1), -1, slots)
+            out.scatter_add_(-1, torch.where(valid, keys, nk), valid.to(torch.int32))
+        if self.col_indices is not None:
+            valid = torch.arange(self.col_indices.shape[-1], device=device) < self.col_num[..., None]
+            out.scatter_add_(-1, torch.where(valid, self.col_indices.long(), nk), valid.to(torch.int32))
+        if self.win_starts is not None:
+            keys = (self.win_starts.long()[..., None] + lane).flatten(-2)
+            valid = (torch.arange(self.win_starts.shape[-1], device=device) < self.win_num[..., None])
+            valid = valid.repeat_interleave(bs, -1) & (keys < nk)
+            out.scatter_add_(-1, torch.where(valid, keys, nk), valid.to(torch.int32))
+        return out[..., :nk]
 
 
 def tile_visibility(key_perm, query_perm, batch, heads, num_kv_heads, seq_len_q, seq_len_kv, block_size,

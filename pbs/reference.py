@@ -79,5 +79,12 @@ def _row_keys(plan: SparsePlan, row: int, lane: Tensor, batch: int, heads: int) 
         cols = plan.col_indices[:, :, row].long()
         parts.append(cols)
         valids.append(torch.arange(cols.shape[-1], device=cols.device) < plan.col_num[:, :, row, None])
+    if plan.win_starts is not None:
+        starts = plan.win_starts[:, :, row].long()  # (B, H, W) original positions, never permuted
+        keys = (starts[..., None] + lane).flatten(-2)  # (B, H, W*bs)
+        listed = torch.arange(starts.shape[-1], device=starts.device) < plan.win_num[:, :, row, None]
+        valid = listed.repeat_interleave(bs, -1) & (keys < nk)
+        parts.append(keys.clamp(max=nk - 1))
+        valids.append(valid)
     return torch.cat(parts, -1), torch.cat(valids, -1)
 

@@ -1,4 +1,5 @@
-"""Vertical-slash estimation (MInference, FlexPrefill): column and diagonal mass seen by the last queries."""
+"""Vertical-slash estimation (MInference, FlexPrefill): column and diagonal mass seen by the last queries, and
+MInference's slash windows."""
 
 from __future__ import annotations
 
@@ -53,3 +54,45 @@ def offsets_to_diag_blocks(offsets: Tensor, valid: Tensor, num_kv_blocks: int, b
     out.scatter_(-1, torch.where(valid, d, num_kv_blocks), True)
     out.scatter_(-1, torch.where(valid & (offsets % block_size > 0), spill, num_kv_blocks), True)
     return out[..., :num_kv_blocks]
+
+
+def slash_windows(row_end: Tensor, offsets: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """MInference's slash windows (``pbs.methods.minference``, step 1) for every row at once.
+
+    row_end: (R,) int64, the unclipped end ``e`` of each row's query block; offsets: (B, H, S) distinct diagonal
+    offsets in decreasing order. Returns window starts (B, H, R, W) int64, ascending per row, and their validity.
+    One pass over the offsets; each offset adds at most one window per row (opening a range adds its first
+    window, extending it the window at the old end).
+    """
+    batch, heads, n_off = offsets.shape
+    rows = row_end.numel()
+    device = offsets.device
+    e = row_end.view(1, 1, rows).expand(batch, heads, rows)
+    starts = torch.zeros(batch, heads, rows, n_off, dtype=torch.int32, device=device)
+    count = torch.zeros(batch, heads, rows, dtype=torch.long, device=device)
+    end = torch.full((batch, heads, rows), -1, dtype=torch.long, device=device)  # -1: no range yet
+    for i in range(n_off):
+        o = offsets[:, :, i : i + 1]
+        x = torch.clamp(e - o, min=block_size)
+        live = o < e
+        opens = live & ((end < 0) | (x > end + block_size))
+        extends = live & ~opens & (x > end)
+        emit = opens | extends
+        start = torch.where(opens, x - block_size, end)
+        starts.scatter_(-1, count[..., None], torch.where(emit, start, 0).to(torch.int32)[..., None])
+        count = count + emit
+        end = torch.where(opens, x, torch.where(extends, end + block_size, end))
+    width = max(int(count.max()), 1)
+    valid = torch.arange(width, device=device) < count[..., None]
+    return starts[..., :width].long(), valid
+
+
+def columns_outside_windows(col: Tensor, starts: Tensor, valid: Tensor, block_size: int) -> Tensor:
+    """(B, H, R, V) bool: which columns (original positions) are gathered beside the windows (step 2): those in
+    no window of their row and before the end of its last window. starts/valid: (B, H, R, W), ascending."""
+    big = torch.iinfo(torch.long).max // 2
+    keyed = torch.where(valid, starts, big)  # ascending, padding last
+    at = torch.searchsorted(keyed.contiguous(), col.contiguous(), right=True) - 1  # last window starting <= col
+    inside = (at >= 0) & (col < torch.gather(keyed, -1, at.clamp(min=0)) + block_size)
+    last_end = torch.where(valid, starts + block_size, -1).amax(-1, keepdim=True)
+    return ~inside & (col < last_end)

@@ -5,6 +5,7 @@
 2. Dense equivalence at 32K: every causal block through our kernel vs SDPA, both against fp32 attention.
 3. Tile-size sweep: dense plan and a 22%-density plan at 16K/32K vs SDPA (cuDNN, flash), CUDA events.
 4. Planner time per method at 32K and 128K.
+5. ``windows``: MInference's key windows vs its aligned layout (bf16 correctness, density, attention time).
 
     python scripts/gpu_check.py --out $OUT
 """
@@ -21,7 +22,7 @@ import pbs
 from pbs.backends import dense_plan, run_plan
 from pbs.config import make_config
 from pbs.methods import get_method
-from pbs.synthetic import structured_qkv
+from pbs.synthetic import Structure, structured_qkv
 
 CHECK_PLANS = [
     ("pbs", dict(permute="key")),
@@ -32,8 +33,10 @@ CHECK_PLANS = [
     ("pbs", dict(scoring="antidiagonal")),
     ("pbs", dict(block_size=64, segment_size=256)),
     ("meanpool", {}),
-    ("xattention", dict(keep_sink=True, keep_recent=True)),
+    ("xattention", {}),
+    ("xattention", dict(accounting="corrected", chunk_size=2048)),
     ("minference", dict(vertical_size=300, slash_size=500)),
+    ("minference", dict(vertical_size=300, slash_size=500, slash_layout="aligned")),
     ("flexprefill", {}),
     ("oracle", dict(permute="key")),
 ]
@@ -164,6 +167,37 @@ def planners(log):
     return rows
 
 
+def windows(log):
+    """MInference's key windows vs its aligned layout: correctness in bf16 (triton, and flex at 4K), density, and
+    attention time at the paper's settings (decides whether the aligned layout is worth keeping for speed)."""
+    rows = []
+    for nq, nk in ((4097, 4097), (1000, 4097), (32768, 32768), (131072, 131072)):
+        q, k, v = structured_qkv(1, 32, 8, nk, 128, seed=nk, dtype=torch.bfloat16, device="cuda",
+                                 structure=Structure(heavy_fraction=0.15, recency_logit=8.0))
+        q = q[:, :, nk - nq :].contiguous()
+        for layout in ("windows", "aligned"):
+            kw = dict(slash_layout=layout)
+            t0 = time.perf_counter()
+            plan = _plan("minference", kw, q, k)
+            torch.cuda.synchronize()
+            plan_ms = (time.perf_counter() - t0) * 1e3
+            row = dict(nq=nq, nk=nk, layout=layout, density=plan.density(), plan_ms=plan_ms)
+            if nk <= 32768:
+                ref = run_plan(q.float(), k.float(), v.float(), plan, 128**-0.5, "torch")
+                for backend in ["triton"] + (["flex"] if nk == 4097 else []):
+                    out = run_plan(q, k, v, plan, 128**-0.5, backend)
+                    row[f"{backend}_rel_err"] = err = _rel(out, ref)
+                    row[f"{backend}_ok"] = bool(torch.isfinite(out).all()) and err < 1e-2
+            row["attn_ms"] = _events(lambda: run_plan(q, k, v, plan, 128**-0.5, "triton"), reps=10, warmup=3)
+            rows.append(row)
+            log(f"minference {layout} Nq={nq} Nk={nk}: " + ", ".join(
+                f"{key}={val:.3g}" if isinstance(val, float) else f"{key}={val}" for key, val in row.items()
+                if key not in ("nq", "nk", "layout")))
+            del plan
+            torch.cuda.empty_cache()
+    return rows
+
+
 def profile(log):
     """Top CUDA ops of the pbs planner at 128K (where the planning overhead has to be cut)."""
     from torch.profiler import ProfilerActivity
@@ -200,7 +234,7 @@ def main():
     result = {}
     for part in args.parts.split(","):
         fn = {"correctness": correctness, "dense32k": dense_32k, "tiles": tiles, "planners": planners,
-              "profile": profile}[part]
+              "windows": windows, "profile": profile}[part]
         result[part] = fn(log)
     with open(f"{args.out}/gpu_check.json", "w") as f:
         json.dump(result, f, indent=1, default=str)

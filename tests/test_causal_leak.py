@@ -15,9 +15,12 @@ SETTINGS = [
     ("pbs", dict(block_size=16, segment_size=32, threshold=0.5, scoring="antidiagonal", stride=4)),
     ("pbs", dict(block_size=16, segment_size=64, threshold=1, permute="key", share_permutation="kv_head")),
     ("meanpool", dict(block_size=16, threshold=0.5)),
-    ("xattention", dict(block_size=16, stride=4, threshold=0.5, keep_sink=True, keep_recent=True)),
+    ("xattention", dict(block_size=16, stride=4, threshold=0.5, chunk_size=128)),
+    ("xattention", dict(block_size=16, stride=4, threshold=0.5, accounting="corrected")),
     ("minference", dict(block_size=16, vertical_size=40, slash_size=60)),
+    ("minference", dict(block_size=16, vertical_size=40, slash_size=60, slash_layout="aligned")),
     ("flexprefill", dict(block_size=16, gamma=0.9)),
+    ("flexprefill", dict(block_size=16, gamma=0.9, tau=1, query_mean="real", include_crossing_tile=True)),
     ("oracle", dict(block_size=16, segment_size=32, threshold=0.5, permute="key")),
     ("oracle", dict(block_size=16, segment_size=32, threshold=0.5, permute="none")),
 ]

@@ -7,6 +7,8 @@ Notation (one program = one BLOCK_M slice of one plan row, one query head, one b
     FULL_NUM, FULL_IDX  per (b, h, row): tiles with no mask (every key precedes every query of the row)
     PART_NUM, PART_IDX  per (b, h, row): tiles needing the token causal mask on original positions
     COL_NUM, COL_IDX    per (b, h, row): individually gathered original key positions (HAS_COLS), masked
+    WIN_NUM, WIN_START  per (b, h, row): key windows [start, start + SPARSE_BLOCK) ∩ [0, Nk) in original order
+                        (HAS_WINDOWS; MInference's slash windows), masked
     SPARSE_BLOCK      the plan's block_size; BLOCK_M | SPARSE_BLOCK and BLOCK_N | SPARSE_BLOCK
     q_offset          Nk - Nq: query row i sits at position q_offset + i
 
@@ -30,10 +32,11 @@ def _attend_tiles(
     stride_kn, stride_vn, offs_d, d_ok,
     IDX, num, seq_len_kv, qk_scale,
     SPARSE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_KEY_PERM: tl.constexpr, IS_FULL: tl.constexpr, IS_COLUMNS: tl.constexpr,
+    HAS_KEY_PERM: tl.constexpr, IS_FULL: tl.constexpr, IS_COLUMNS: tl.constexpr, IS_WINDOWS: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """Online-softmax update over the listed tiles (or, with IS_COLUMNS, over gathered key columns)."""
+    """Online-softmax update over the listed tiles (IS_COLUMNS: gathered key columns; IS_WINDOWS: key windows
+    given by their first original position, unaligned and never permuted)."""
     offs_n = tl.arange(0, BLOCK_N)
     if IS_COLUMNS:
         steps = tl.cdiv(num, BLOCK_N)
@@ -45,6 +48,10 @@ def _attend_tiles(
             j = t * BLOCK_N + offs_n
             key_ok = j < num
             key = tl.load(IDX + j, mask=key_ok, other=0).to(tl.int64)
+        elif IS_WINDOWS:
+            start = tl.load(IDX + t // (SPARSE_BLOCK // BLOCK_N)).to(tl.int64)
+            key = start + (t % (SPARSE_BLOCK // BLOCK_N)) * BLOCK_N + offs_n
+            key_ok = key < seq_len_kv
         else:
             block = tl.load(IDX + t // (SPARSE_BLOCK // BLOCK_N)).to(tl.int64)
             slot = block * SPARSE_BLOCK + (t % (SPARSE_BLOCK // BLOCK_N)) * BLOCK_N + offs_n
@@ -57,7 +64,7 @@ def _attend_tiles(
         # [Note] EVEN_N (Nk a multiple of the block) and EVEN_D (D a power of two) drop the load masks, and
         # EVEN_M (every query row real) drops the mask of full tiles: the common case runs mask-free
         k_ptrs = K + kv_base_k + key[None, :] * stride_kn + offs_d[:, None]
-        if EVEN_N and EVEN_D and not IS_COLUMNS:
+        if EVEN_N and EVEN_D and not IS_COLUMNS and not IS_WINDOWS:
             k = tl.load(k_ptrs)
         else:
             k = tl.load(k_ptrs, mask=key_ok[None, :] & d_ok[:, None], other=0.0)
@@ -76,7 +83,7 @@ def _attend_tiles(
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         v_ptrs = V + kv_base_v + key[:, None] * stride_vn + offs_d[None, :]
-        if EVEN_N and EVEN_D and not IS_COLUMNS:
+        if EVEN_N and EVEN_D and not IS_COLUMNS and not IS_WINDOWS:
             v = tl.load(v_ptrs)
         else:
             v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0.0)
@@ -88,7 +95,7 @@ def _attend_tiles(
 @triton.jit
 def _pbs_fwd_kernel(
     Q, K, V, Out, KEY_PERM, QUERY_PERM,
-    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, COL_NUM, COL_IDX,
+    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, COL_NUM, COL_IDX, WIN_NUM, WIN_START,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -97,11 +104,12 @@ def _pbs_fwd_kernel(
     stride_fnb, stride_fnh, stride_fib, stride_fih, stride_fir,
     stride_pnb, stride_pnh, stride_pib, stride_pih, stride_pir,
     stride_cnb, stride_cnh, stride_cib, stride_cih, stride_cir,
+    stride_wnb, stride_wnh, stride_wib, stride_wih, stride_wir,
     seq_len_q, seq_len_kv, q_offset, first_q_block, qk_scale,
     H: tl.constexpr, GROUP: tl.constexpr, PERM_PER_Q_HEAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     SPARSE_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_KEY_PERM: tl.constexpr, HAS_QUERY_PERM: tl.constexpr, HAS_COLS: tl.constexpr,
+    HAS_KEY_PERM: tl.constexpr, HAS_QUERY_PERM: tl.constexpr, HAS_COLS: tl.constexpr, HAS_WINDOWS: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     tl.static_assert(SPARSE_BLOCK % BLOCK_M == 0)
@@ -146,14 +154,16 @@ def _pbs_fwd_kernel(
     acc, m_i, l_i = _attend_tiles(
         acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
         stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, True, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
+        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, True, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD,
+        DOT_PRECISION,
     )
     num = tl.load(PART_NUM + b * stride_pnb + h * stride_pnh + row)
     idx = PART_IDX + b.to(tl.int64) * stride_pib + h * stride_pih + row * stride_pir
     acc, m_i, l_i = _attend_tiles(
         acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
         stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
+        SPARSE_BLOCK, BLOCK_N, HAS_KEY_PERM, False, False, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD,
+        DOT_PRECISION,
     )
     if HAS_COLS:
         num = tl.load(COL_NUM + b * stride_cnb + h * stride_cnh + row)
@@ -161,7 +171,15 @@ def _pbs_fwd_kernel(
         acc, m_i, l_i = _attend_tiles(
             acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
             stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
-            SPARSE_BLOCK, BLOCK_N, False, False, True, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
+            SPARSE_BLOCK, BLOCK_N, False, False, True, False, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
+        )
+    if HAS_WINDOWS:
+        num = tl.load(WIN_NUM + b * stride_wnb + h * stride_wnh + row)
+        idx = WIN_START + b.to(tl.int64) * stride_wib + h * stride_wih + row * stride_wir
+        acc, m_i, l_i = _attend_tiles(
+            acc, m_i, l_i, q, q_pos, row_ok, K, V, KEY_PERM, kv_base_k, kv_base_v, perm_base,
+            stride_kn, stride_vn, offs_d, d_ok, idx, num, seq_len_kv, qk_scale,
+            SPARSE_BLOCK, BLOCK_N, False, False, False, True, EVEN_N, EVEN_M, HEAD_DIM == HEAD_DIM_PAD, DOT_PRECISION,
         )
 
     # epilogue: rows that saw no key are 0
@@ -206,14 +224,16 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
     query_perm = plan.query_perm.to(torch.int32) if plan.query_perm is not None else dummy.view(1, 1, 1)
     col_num = plan.col_num if plan.col_num is not None else dummy.view(1, 1, 1)
     col_idx = plan.col_indices if plan.col_indices is not None else dummy
+    win_num = plan.win_num if plan.win_starts is not None else dummy.view(1, 1, 1)
+    win_start = plan.win_starts if plan.win_starts is not None else dummy
     tensors = [plan.full_kv_num_blocks, plan.full_kv_indices, plan.kv_num_blocks, plan.kv_indices, col_num, col_idx,
-               key_perm, query_perm]
+               win_num, win_start, key_perm, query_perm]
     tensors = [t.contiguous() for t in tensors]
-    full_num, full_idx, part_num, part_idx, col_num, col_idx, key_perm, query_perm = tensors
+    full_num, full_idx, part_num, part_idx, col_num, col_idx, win_num, win_start, key_perm, query_perm = tensors
     grid = (plan.num_rows * (plan.block_size // bm), batch * heads)
     _pbs_fwd_kernel[grid](
         q, k, v, out, key_perm, query_perm,
-        full_num, full_idx, part_num, part_idx, col_num, col_idx,
+        full_num, full_idx, part_num, part_idx, col_num, col_idx, win_num, win_start,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
@@ -222,13 +242,14 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
         full_num.stride(0), full_num.stride(1), full_idx.stride(0), full_idx.stride(1), full_idx.stride(2),
         part_num.stride(0), part_num.stride(1), part_idx.stride(0), part_idx.stride(1), part_idx.stride(2),
         col_num.stride(0), col_num.stride(1), col_idx.stride(0), col_idx.stride(1), col_idx.stride(2),
+        win_num.stride(0), win_num.stride(1), win_start.stride(0), win_start.stride(1), win_start.stride(2),
         nq, nk, nk - nq, plan.first_q_block, scale * 1.4426950408889634,
         H=heads, GROUP=heads // kv_heads,
         PERM_PER_Q_HEAD=plan.key_perm is not None and plan.key_perm.shape[1] == heads,
         HEAD_DIM=dim, HEAD_DIM_PAD=max(16, triton.next_power_of_2(dim)),
         SPARSE_BLOCK=plan.block_size, BLOCK_M=bm, BLOCK_N=bn,
         HAS_KEY_PERM=plan.key_perm is not None, HAS_QUERY_PERM=plan.query_perm is not None,
-        HAS_COLS=plan.col_indices is not None,
+        HAS_COLS=plan.col_indices is not None, HAS_WINDOWS=plan.win_starts is not None,
         EVEN_N=nk % plan.block_size == 0,
         EVEN_M=(nk - nq) % bm == 0 and nk % bm == 0,
         # fp32 inputs get exact fp32 dots (as SDPA in fp32), not TF32

@@ -20,6 +20,9 @@ plan.block_size``): the plan's ``full_kv_*`` tiles become FlexAttention's full b
   ``mask_mod`` admits a key of a partial tile only if it is causal and (its tile is listed in the plan, or it
   is a listed column of the row), through a per-(b, h, row, key slot) bool lookup of B·H·R·T·block_size
   elements. Above 2**31 elements this raises ValueError: use ``backend="triton"``.
+* Key windows (MInference's ``win_*``: unaligned runs of block_size keys). Each window's keys are admitted
+  exactly as gathered columns are (the one or two key blocks it straddles become partial tiles, the lookup
+  admits its keys), so the plan runs exactly, within the same lookup limit.
 
 Execution. On CUDA the call goes through one module-level ``torch.compile(flex_attention, dynamic=False,
 fullgraph=True)``, created on first use: the fused Triton kernel that honours the block mask, i.e. what a user
@@ -111,7 +114,7 @@ def flex_attend(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, scale: float,
         partial[:, :, 0] |= full[:, :, 0]
         full[:, :, 0] = False
     allow = None
-    if plan.col_indices is not None:
+    if plan.col_indices is not None or plan.win_starts is not None:
         allow, col_tiles = _column_lookup(plan, partial | full, heads, device)
         partial |= col_tiles & ~full
 
@@ -218,22 +221,38 @@ def _emulate_block_mask(mask_mod, partial: Tensor, full: Tensor, bs: int):
     return emulated
 
 
+def _listed_keys(plan: SparsePlan) -> tuple[Tensor, Tensor]:
+    """Original key positions (B, H, R, M) listed one by one (gathered columns, then window keys) and validity."""
+    parts, valids = [], []
+    if plan.col_indices is not None:
+        parts.append(plan.col_indices.long())
+        width = plan.col_indices.shape[-1]
+        valids.append(torch.arange(width, device=plan.col_indices.device) < plan.col_num[..., None])
+    if plan.win_starts is not None:
+        bs, starts = plan.block_size, plan.win_starts.long()
+        keys = (starts[..., None] + torch.arange(bs, device=starts.device)).flatten(-2)
+        listed = torch.arange(starts.shape[-1], device=starts.device) < plan.win_num[..., None]
+        valids.append(listed.repeat_interleave(bs, -1) & (keys < plan.seq_len_kv))
+        parts.append(keys)
+    return torch.cat(parts, -1), torch.cat(valids, -1)
+
+
 def _column_lookup(plan: SparsePlan, listed: Tensor, heads: int, device) -> tuple[Tensor, Tensor]:
     """allow (B, H, R, T*bs) bool: key slots a partial tile may admit; col_tiles (B, H, R, T) bool.
 
-    A slot is admitted if its tile is listed in the plan (``listed``) or it holds a gathered column of the row.
+    A slot is admitted if its tile is listed in the plan (``listed``) or it holds a gathered column or a window
+    key of the row.
     """
     batch, _, rows, nkb = listed.shape
     bs, nk = plan.block_size, plan.seq_len_kv
     elements = batch * heads * rows * nkb * bs
     if elements > _MAX_LOOKUP_ELEMENTS:
         raise ValueError(
-            f"flex cannot run this MInference plan at this size: its gathered columns need a per-(batch, head, "
+            f"flex cannot run this MInference plan at this size: its gathered columns/windows need a per-(batch, head, "
             f"row, key) lookup of {batch}*{heads}*{rows}*{nkb * bs} = {elements} elements (> 2**31); "
             f'use backend="triton"'
         )
-    cols = plan.col_indices.long()  # (B, H, R, Mc) original key positions
-    valid = torch.arange(cols.shape[-1], device=device) < plan.col_num[..., None]
+    cols, valid = _listed_keys(plan)  # (B, H, R, M) original key positions
     cols = torch.where(valid, cols, 0)
     if plan.key_perm is None:
         slots = cols

@@ -1,27 +1,55 @@
-"""MInference vertical-slash (arXiv 2407.02490), estimated for every head from the last queries.
+"""MInference vertical-slash (arXiv 2407.02490), estimated for every head from the last queries, as its code selects.
 
-As the original kernel computes it: slashes become 64-wide key blocks per 64-row query block, and vertical
-columns not already inside those blocks are gathered individually. [Note] The original places slash blocks
-at unaligned offsets; ours are aligned key blocks, which may add up to one extra tile per slash range (more
-keys computed, none dropped).
+Estimation, per (batch, query head): the last ``last_q`` queries attend causally over all keys (fp32 softmax,
+``scale``); column sums give the vertical scores, sums per diagonal offset o = query − key the slash scores. The
+first ``num_sink_columns`` columns and the offsets below ``num_local_diagonals`` are forced (+inf); the top
+``max(vertical_size, num_sink_columns)`` columns and ``max(slash_size, 50)`` offsets are kept (at most Nk; ties:
+lower position / smaller offset first, so offset 0 is always kept).
+
+Layout ``slash_layout="windows"`` (the original's), per plan row = query block of absolute positions
+``[a, a + bs)``, ``e = a + bs`` (bs = block_size, 64 in the original):
+
+1. Offsets o < e, in decreasing order, give window ends ``x = max(e − o, bs)`` (non-decreasing). Ranges are
+   built in that order: the first x opens the range [x − bs, x); each next x with x > end + bs closes the range
+   and opens [x − bs, x); with end < x <= end + bs it extends the range to end + bs (up to bs − 1 keys past x);
+   otherwise nothing. Each range [s, t) (t − s a multiple of bs) is listed as the windows s, s + bs, …, t − bs;
+   a window covers keys [start, start + bs) ∩ [0, Nk), token-causally masked. Windows starting at or after Nk
+   hold no key and are dropped.
+2. A kept column is gathered iff it lies in no window and before the last range's end (so only columns left of
+   the diagonal range, all visible to the whole row).
+
+Ranges are disjoint and columns lie outside them, so no key is listed twice. This is MInference's
+``convert_vertical_slash_indexes`` (``csrc/vertical_slash_index.cu`` ~lines 27–99), called by
+``vertical_slash_sparse_attention`` (``minference/ops/pit_sparse_flash_attention_v2.py``) from PBS-Attn's vendored
+``pbs_attn/baselines/Minference.py``. With Nq < Nk rows are the absolute blocks holding the queries.
+
+Layout ``slash_layout="aligned"``: each kept offset marks the block diagonals it crosses (⌊o/bs⌋ and, when
+o % bs > 0, the next); those aligned tiles are computed and columns outside them gathered. Both layouts list
+every key on a kept diagonal; they differ in the keys around them and in tile count (README).
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ..config import MInferenceConfig
 from ..plan import SparsePlan, num_blocks
 from ..scoring import block_grid
-from ..vertical_slash import column_and_diagonal_sums, last_query_probs, offsets_to_diag_blocks, slash_block_mask
+from ..vertical_slash import (
+    column_and_diagonal_sums,
+    columns_outside_windows,
+    last_query_probs,
+    offsets_to_diag_blocks,
+    slash_block_mask,
+    slash_windows,
+)
 from .registry import register_method
 
 
 @register_method("minference", MInferenceConfig)
 def plan(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
-    batch, heads, nq, _ = q.shape
-    nk, bs = k.shape[2], cfg.block_size
-    nkb = num_blocks(nk, bs)
+    nq, nk, bs = q.shape[2], k.shape[2], cfg.block_size
     probs, pos = last_query_probs(q, k, cfg.last_q, scale)
     vertical, slash = column_and_diagonal_sums(probs, pos)  # (B, H, Nk) each
     inf = torch.tensor(float("inf"), device=q.device)
@@ -29,23 +57,35 @@ def plan(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
     slash[..., : cfg.num_local_diagonals] = inf
     n_vertical = min(max(cfg.vertical_size, cfg.num_sink_columns), nk)
     n_slash = min(max(cfg.slash_size, 50), nk)
-    columns = torch.topk(vertical, n_vertical, dim=-1).indices  # (B, H, V) original key positions
-    offsets = torch.topk(slash, n_slash, dim=-1).indices  # (B, H, S) diagonal offsets
+    columns = _top(vertical, n_vertical).sort(dim=-1).values  # (B, H, V) original key positions, ascending
+    offsets = _top(slash, n_slash).sort(dim=-1, descending=True).values  # (B, H, S) diagonal offsets, descending
+    if cfg.slash_layout == "aligned":
+        return _aligned_plan(columns, offsets, nq, nk, bs, k.shape[1])
+    qb, _ = block_grid(nq, nk, bs, q.device)
+    starts, valid = slash_windows((qb + 1) * bs, offsets, bs)  # (B, H, R, W)
+    valid = valid & (starts < nk)  # only a ragged last row can hold such windows (no key in them)
+    col = columns[:, :, None, :].expand(-1, -1, qb.numel(), -1)  # (B, H, R, V)
+    return SparsePlan.from_block_mask(
+        torch.zeros(*starts.shape[:3], num_blocks(nk, bs), dtype=torch.bool, device=q.device),
+        block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1],
+        col_indices=col, col_valid=columns_outside_windows(col, starts, valid, bs),
+        win_starts=starts, win_valid=valid,
+    )
 
+
+def _top(scores: Tensor, n: int) -> Tensor:
+    """Indices of the n highest scores along the last dim (ties: lower index first)."""
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :n]
+
+
+def _aligned_plan(columns: Tensor, offsets: Tensor, nq: int, nk: int, bs: int, kv_heads: int) -> SparsePlan:
+    nkb = num_blocks(nk, bs)
     diag = offsets_to_diag_blocks(offsets, torch.ones_like(offsets, dtype=torch.bool), nkb, bs)
     tiles = slash_block_mask(diag, nq, nk, bs)  # (B, H, R, T)
-
-    qb, _ = block_grid(nq, nk, bs, q.device)
+    qb, _ = block_grid(nq, nk, bs, columns.device)
     row_last_pos = torch.clamp((qb + 1) * bs - 1, max=nk - 1)  # (R,)
     col = columns[:, :, None, :].expand(-1, -1, qb.numel(), -1)  # (B, H, R, V)
     in_tile = torch.gather(tiles, -1, col // bs)
     col_valid = (col <= row_last_pos[:, None]) & ~in_tile
-    return SparsePlan.from_block_mask(
-        tiles,
-        block_size=bs,
-        seq_len_q=nq,
-        seq_len_kv=nk,
-        num_kv_heads=k.shape[1],
-        col_indices=col,
-        col_valid=col_valid,
-    )
+    return SparsePlan.from_block_mask(tiles, block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=kv_heads,
+                                      col_indices=col, col_valid=col_valid)

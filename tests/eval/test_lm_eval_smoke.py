@@ -153,9 +153,9 @@ def test_model_args_string_and_registry(tiny):
     assert lm.method_kwargs == {"threshold": 0.8, "block_size": 16, "segment_size": 32}
     assert lm.model.config.pbs["kwargs"]["threshold"] == 0.8
     assert lm.model.config._attn_implementation == "pbs_pbs"
-    mk, other = split_method_kwargs("xattention", {"threshold": "0.95", "stride": "8", "keep_sink": "true",
-                                                   "dtype": "bfloat16"})
-    assert mk == {"threshold": 0.95, "stride": 8, "keep_sink": True} and other == {"dtype": "bfloat16"}
+    mk, other = split_method_kwargs("flexprefill", {"gamma": "0.95", "min_budget": "8", "include_crossing_tile": "true",
+                                                    "dtype": "bfloat16"})
+    assert mk == {"gamma": 0.95, "min_budget": 8, "include_crossing_tile": True} and other == {"dtype": "bfloat16"}
     assert task_kind("pbs_longbench_lcc_e") == ("v1", "lcc_e")
     assert task_kind("longbench_repobench-p") == ("v1", "repobench-p")
     assert task_kind("longbench2_code") == ("v2", None) and task_kind("pbs_longbench_v2") == ("v2", None)

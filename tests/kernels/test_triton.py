@@ -21,8 +21,9 @@ PLANS = [
     ("pbs", dict(block_size=32, segment_size=64, threshold=0.7, share_permutation="kv_head")),
     ("pbs", dict(block_size=16, segment_size=32, threshold=0.7, scoring="antidiagonal", stride=4)),
     ("meanpool", dict(block_size=16, threshold=0.6)),
-    ("xattention", dict(block_size=16, stride=4, threshold=0.6, keep_sink=True)),
+    ("xattention", dict(block_size=16, stride=4, threshold=0.6, chunk_size=64)),
     ("minference", dict(block_size=16, vertical_size=30, slash_size=50)),
+    ("minference", dict(block_size=16, vertical_size=30, slash_size=50, slash_layout="aligned")),
     ("flexprefill", dict(block_size=16, gamma=0.9)),
     ("oracle", dict(block_size=16, segment_size=32, threshold=0.7, permute="key")),
 ]
