@@ -118,11 +118,13 @@ class XAttentionConfig:
     #   chunk up to 16K, 8K at 32K, 2K at 128K); it decides which rows follow the first chunk's accounting
     accounting: str = "original"  # "original": the first chunk's rows credit only the diagonal and take one tile
     #   more (x-attention utils.py); "corrected": every row credits sink + diagonal, no extra tile
+    budget: float | None = None  # target density instead of the threshold: sink + diagonal + top-scoring tiles
 
     def __post_init__(self):
         _check_block_size("block_size", self.block_size)
         _check_stride(self.stride, self.block_size)
         _check_threshold(self.threshold)
+        _check_budget(self.budget)
         if self.chunk_size is not None:
             _check_positive_int("chunk_size", self.chunk_size)
             if self.chunk_size % self.block_size:
@@ -141,6 +143,8 @@ class MInferenceConfig:
     block_size: int = 64  # slash blocks are 64 wide, as in MInference's kernel
     num_sink_columns: int = 30  # first columns always kept
     num_local_diagonals: int = 100  # last diagonals always kept
+    budget: float | None = None  # target density instead of vertical/slash sizes: aligned tiles scored by their
+    #   estimated vertical + slash mass, sink + diagonal forced (pbs.methods.minference)
     slash_layout: str = "windows"  # "windows": unaligned key windows merged as the original's index builder
     #   (csrc/vertical_slash_index.cu); "aligned": aligned key blocks (more tiles; FlexAttention-friendly)
 
@@ -152,6 +156,7 @@ class MInferenceConfig:
         _check_positive_int("num_sink_columns", self.num_sink_columns, 0)
         _check_positive_int("num_local_diagonals", self.num_local_diagonals, 1)
         _check_choice("slash_layout", self.slash_layout, SLASH_LAYOUTS)
+        _check_budget(self.budget)
 
 
 @dataclass
@@ -169,6 +174,8 @@ class FlexPrefillConfig:
     #   vendored copy, which the paper ran); "real" averages its real rows (ByteDance's upstream fix)
     include_crossing_tile: bool = False  # query-aware cover: False drops the tile that crosses gamma, as the
     #   original's score_cover_idx; True keeps it (the set then covers gamma, as the budgets do)
+    budget: float | None = None  # target *density* instead of gamma (not min/max_budget): per head its own tile
+    #   scores (pooled attention if query-aware, else vertical + slash mass), block 0 + diagonal forced
 
     def __post_init__(self):
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not self.gamma > 0:
@@ -182,6 +189,7 @@ class FlexPrefillConfig:
         if self.budget_unit is not None:
             _check_positive_int("budget_unit", self.budget_unit)
         _check_choice("query_mean", self.query_mean, QUERY_MEANS)
+        _check_budget(self.budget)
         if not isinstance(self.include_crossing_tile, bool):
             raise ValueError(
                 f"include_crossing_tile must be a bool, got include_crossing_tile={self.include_crossing_tile!r}"

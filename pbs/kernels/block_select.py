@@ -50,7 +50,7 @@ def _select_kernel(
     seq_len_kv, q_offset, first_q_block, num_kv_blocks, head_offset, row_offset, threshold, budget, lag_blocks,
     H: tl.constexpr, HEADS_PER_PERM: tl.constexpr, T_PAD: tl.constexpr, BS: tl.constexpr,
     EXCLUDE_SEGMENT: tl.constexpr, FORCE_SINK: tl.constexpr, FORCE_DIAGONAL: tl.constexpr, CREDIT: tl.constexpr,
-    IS_LOGITS: tl.constexpr, SELECT_ALL: tl.constexpr, USE_BUDGET: tl.constexpr,
+    IS_LOGITS: tl.constexpr, IS_MASK: tl.constexpr, SELECT_ALL: tl.constexpr, USE_BUDGET: tl.constexpr,
     HAS_KEY_PERM: tl.constexpr, HAS_QUERY_PERM: tl.constexpr, PART_WIDTH: tl.constexpr,
 ):
     row = row_offset + tl.program_id(0)
@@ -106,6 +106,9 @@ def _select_kernel(
     # -- selection --
     if SELECT_ALL:
         sel = cand
+    elif IS_MASK:  # the scores are a selection already (nonzero = selected)
+        s = tl.load(SCORES + b.to(tl.int64) * stride_sb + h * stride_sh + row * stride_sr + kb, mask=cand, other=0.0)
+        sel = cand & (s != 0)
     else:
         s = tl.load(SCORES + b.to(tl.int64) * stride_sb + h * stride_sh + row * stride_sr + kb, mask=causal,
                     other=0.0).to(tl.float32)
@@ -181,7 +184,7 @@ def select_blocks(
     block_size: int,
     num_heads: int,
     head_offset: int = 0,
-    is_logits: bool = True,
+    scores_kind: str = "logits",
     threshold: float = 0.9,
     budget: float | None = None,
     key_bounds: tuple[Tensor, Tensor] | None = None,
@@ -190,7 +193,8 @@ def select_blocks(
 ) -> None:
     """Select the tiles of a chunk of heads and write them into ``out`` = (full_num, full_idx, part_num, part_idx).
 
-    scores: (B, h, R, T) float logits (``is_logits``) or probabilities for heads ``head_offset ..
+    scores: (B, h, R, T) block scores of ``scores_kind`` "logits" (softmaxed over the candidates here), "probs"
+    or "mask" (nonzero = selected; no threshold, no forced tiles) for heads ``head_offset ..
     head_offset + h`` of ``num_heads`` query heads (None when ``threshold >= 1``); out tensors are views of the
     plan's (B, h, R, ...) lists.
     key_bounds: (kmin, kmax) (B, Hp, T) int32 original-position bounds of permuted key blocks (None = natural
@@ -198,9 +202,11 @@ def select_blocks(
     queries. A partial list narrower than a row's partial tiles would drop tiles: callers size it by the rule.
     """
     full_num, full_idx, part_num, part_idx = out
+    if scores_kind not in ("logits", "probs", "mask"):
+        raise ValueError(f"scores_kind must be 'logits', 'probs' or 'mask', got scores_kind={scores_kind!r}")
     batch, heads, rows = full_num.shape
     nkb = -(-seq_len_kv // block_size)
-    select_all = budget is None and threshold >= 1
+    select_all = budget is None and threshold >= 1 and scores_kind != "mask"
     if scores is None and not select_all:
         raise ValueError("select_blocks needs scores unless threshold >= 1")
     dummy = torch.zeros(1, 1, 1, dtype=torch.int32, device=full_num.device)
@@ -225,7 +231,8 @@ def select_blocks(
             float(min(threshold, 1.0)), float(budget or 0.0), rule.lag_blocks,
             H=heads, HEADS_PER_PERM=heads_per_perm, T_PAD=t_pad, BS=block_size,
             EXCLUDE_SEGMENT=rule.exclude_segment, FORCE_SINK=rule.force_sink, FORCE_DIAGONAL=rule.force_diagonal,
-            CREDIT=rule.credit, IS_LOGITS=is_logits, SELECT_ALL=select_all, USE_BUDGET=budget is not None,
+            CREDIT=rule.credit, IS_LOGITS=scores_kind == "logits",
+            IS_MASK=scores_kind == "mask", SELECT_ALL=select_all, USE_BUDGET=budget is not None,
             HAS_KEY_PERM=key_bounds is not None, HAS_QUERY_PERM=query_bounds is not None,
             PART_WIDTH=part_idx.shape[-1], num_warps=_SELECT_WARPS,
         )

@@ -47,17 +47,19 @@ def plan_from_scores(
     part_width: int,
     threshold: float,
     budget: float | None,
-    is_logits: bool,
+    scores_kind: str,
     key_perm: Tensor | None = None,
     key_bounds: tuple[Tensor, Tensor] | None = None,
     sink: Tensor | None = None,
     query_perm: Tensor | None = None,
     query_bounds: tuple[Tensor, Tensor] | None = None,
+    score_bytes: int = _SCORE_BYTES,
 ) -> SparsePlan:
     """Run ``select_blocks`` over chunks of heads and assemble the plan.
 
-    scores(h0, h1) -> (B, h1 - h0, R, T) block scores (logits if ``is_logits``, else probabilities) of those
-    query heads; None when every candidate is selected (threshold >= 1, no budget).
+    scores(h0, h1) -> (B, h1 - h0, R, T) block scores (``scores_kind``: see ``select_blocks``) of those
+    query heads; None when every candidate is selected (threshold >= 1, no budget). ``score_bytes`` bounds the
+    fp32 scores of one chunk of heads (lower it when ``scores`` needs several such buffers).
     """
     batch, heads, nq, _ = q.shape
     nkb = num_blocks(seq_len_kv, block_size)
@@ -70,14 +72,14 @@ def plan_from_scores(
     part_idx = torch.zeros(batch, heads, rows, max(1, min(part_width, nkb)), dtype=idx_dtype, device=device)
     group = heads // num_kv_heads
     per_head = max(1, batch * rows * nkb * 4)
-    chunk = max(group, (_SCORE_BYTES // per_head) // group * group)
+    chunk = max(group, (score_bytes // per_head) // group * group)
     for h0 in range(0, heads, chunk):
         h1 = min(heads, h0 + chunk)
         select_blocks(
             scores(h0, h1) if scores is not None else None,
             (full_num[:, h0:h1], full_idx[:, h0:h1], part_num[:, h0:h1], part_idx[:, h0:h1]),
             rule=rule, seq_len_q=nq, seq_len_kv=seq_len_kv, block_size=block_size, num_heads=heads, head_offset=h0,
-            is_logits=is_logits, threshold=threshold, budget=budget, key_bounds=key_bounds, sink=sink,
+            scores_kind=scores_kind, threshold=threshold, budget=budget, key_bounds=key_bounds, sink=sink,
             query_bounds=query_bounds,
         )
     return SparsePlan(

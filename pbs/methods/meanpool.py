@@ -46,7 +46,7 @@ def plan_fused(q, k, cfg: MeanPoolConfig, scale: float) -> SparsePlan:
     rule = RowRule(force_sink=cfg.force_sink, force_diagonal=cfg.force_current)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule, part_width=1,
-        threshold=cfg.threshold, budget=cfg.budget, is_logits=True,
+        threshold=cfg.threshold, budget=cfg.budget, scores_kind="logits",
     )
 
 

@@ -26,6 +26,12 @@ Ranges are disjoint and columns lie outside them, so no key is listed twice. Thi
 Layout ``slash_layout="aligned"``: each kept offset marks the block diagonals it crosses (⌊o/bs⌋ and, when
 o % bs > 0, the next); those aligned tiles are computed and columns outside them gathered. Both layouts list
 every key on a kept diagonal; they differ in the keys around them and in tile count (README).
+
+Budget mode (``budget``, a target density; not in the original): aligned ``block_size`` tiles, each scored by
+its estimated mass ``V[kb] + S[qb − kb]`` (V: vertical sums per key block, S: slash sums per block of bs offsets,
+o // bs), key block 0 and the diagonal forced, per row the top tiles up to ``round(budget · (qb + 1))``.
+
+``plan`` is the PyTorch reference; ``plan_fused`` builds the same plan with fused estimation and index building.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from torch import Tensor
 
 from ..config import MInferenceConfig
 from ..plan import SparsePlan, num_blocks
-from ..scoring import block_grid
+from ..scoring import block_grid, causal_blocks
+from ..selection import select_budget
 from ..vertical_slash import (
     column_and_diagonal_sums,
     columns_outside_windows,
@@ -44,7 +51,7 @@ from ..vertical_slash import (
     slash_block_mask,
     slash_windows,
 )
-from .registry import register_method
+from .registry import NotFused, register_fused, register_method
 
 
 @register_method("minference", MInferenceConfig)
@@ -52,6 +59,13 @@ def plan(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
     nq, nk, bs = q.shape[2], k.shape[2], cfg.block_size
     probs, pos = last_query_probs(q, k, cfg.last_q, scale)
     vertical, slash = column_and_diagonal_sums(probs, pos)  # (B, H, Nk) each
+    if cfg.budget is not None:
+        qb, kb = block_grid(nq, nk, bs, q.device)
+        causal = causal_blocks(nq, nk, bs, q.device)
+        forced = causal & ((kb[None, :] == 0) | (kb[None, :] == qb[:, None]))
+        selected = select_budget(_tile_scores(vertical, slash, nq, nk, bs), causal, forced, cfg.budget, qb)
+        return SparsePlan.from_block_mask(selected | forced, block_size=bs, seq_len_q=nq, seq_len_kv=nk,
+                                          num_kv_heads=k.shape[1])
     inf = torch.tensor(float("inf"), device=q.device)
     vertical[..., : cfg.num_sink_columns] = inf
     slash[..., : cfg.num_local_diagonals] = inf
@@ -71,6 +85,49 @@ def plan(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
         col_indices=col, col_valid=columns_outside_windows(col, starts, valid, bs),
         win_starts=starts, win_valid=valid,
     )
+
+
+@register_fused("minference")
+def plan_fused(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
+    if cfg.slash_layout == "aligned" and cfg.budget is None:
+        raise NotFused("slash_layout='aligned' has no fused planner")
+    from ..kernels.block_select import RowRule
+    from ..kernels.planning import plan_from_scores
+    from ..kernels.slash_windows import slash_windows_fused
+    from ..kernels.vertical_slash import last_query_sums_fused
+
+    nq, nk, bs = q.shape[2], k.shape[2], cfg.block_size
+    vertical, slash = last_query_sums_fused(q, k, cfg.last_q, scale)
+    if cfg.budget is not None:
+        scores = lambda h0, h1: _tile_scores(vertical[:, h0:h1], slash[:, h0:h1], nq, nk, bs)  # noqa: E731
+        return plan_from_scores(
+            scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs,
+            rule=RowRule(force_sink=True, force_diagonal=True), part_width=1, threshold=1.0, budget=cfg.budget,
+            scores_kind="probs",
+        )
+    vertical[..., : cfg.num_sink_columns] = float("inf")
+    slash[..., : cfg.num_local_diagonals] = float("inf")
+    columns = _top(vertical, min(max(cfg.vertical_size, cfg.num_sink_columns), nk)).sort(dim=-1).values
+    offsets = _top(slash, min(max(cfg.slash_size, 50), nk)).sort(dim=-1, descending=True).values
+    win_num, win_starts, col_num, col_indices = slash_windows_fused(offsets, columns, nq, nk, bs)
+    empty_num = torch.zeros_like(win_num)
+    empty_idx = torch.zeros(*win_num.shape, 1, dtype=torch.int32, device=q.device)
+    return SparsePlan(
+        block_size=bs, seq_len_q=nq, seq_len_kv=nk, kv_num_blocks=empty_num, kv_indices=empty_idx,
+        full_kv_num_blocks=empty_num.clone(), full_kv_indices=empty_idx.clone(), col_num=col_num,
+        col_indices=col_indices, win_num=win_num, win_starts=win_starts, planner="triton",
+    )
+
+
+def _tile_scores(vertical: Tensor, slash: Tensor, nq: int, nk: int, bs: int) -> Tensor:
+    """Budget mode's tile scores (B, H, R, T): vertical mass of the key block + slash mass of the block diagonal."""
+    nkb = num_blocks(nk, bs)
+    pad = nkb * bs - nk
+    v_blocks = torch.nn.functional.pad(vertical, (0, pad)).view(*vertical.shape[:-1], nkb, bs).sum(-1)
+    s_blocks = torch.nn.functional.pad(slash, (0, pad)).view(*slash.shape[:-1], nkb, bs).sum(-1)
+    qb, kb = block_grid(nq, nk, bs, vertical.device)
+    diag = (qb[:, None] - kb[None, :]).clamp(min=0)  # (R, T)
+    return v_blocks[:, :, None, :] + s_blocks[:, :, diag]
 
 
 def _top(scores: Tensor, n: int) -> Tensor:

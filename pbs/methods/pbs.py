@@ -108,6 +108,6 @@ def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
     rule = RowRule(exclude_segment=cfg.segment_size // bs, force_sink=cfg.force_sink)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule,
-        part_width=cfg.segment_size // bs, threshold=cfg.threshold, budget=cfg.budget, is_logits=True,
+        part_width=cfg.segment_size // bs, threshold=cfg.threshold, budget=cfg.budget, scores_kind="logits",
         key_perm=key_perm, key_bounds=key_bounds, sink=sink, query_perm=query_perm, query_bounds=query_bounds,
     )

@@ -22,7 +22,10 @@ first; the cumulative sum is laid out for two forced entries ([0, C, sorted othe
 entry takes one tile more; and unselected entries of the index list are set to 0 before the scatter, which
 selects key block 0 in every row. Its ``keep_sink``/``keep_recent`` change nothing a causal prefill computes
 (``keep_sink`` sets query-block row 0; the diagonal is already forced), so they are not offered.
-``threshold >= 1`` selects every causal tile.
+``threshold >= 1`` selects every causal tile. With ``budget``: the sink and the diagonal plus the highest-scoring
+other causal tiles, up to ``round(budget · (qb + 1))`` tiles per row.
+
+``plan`` is the PyTorch reference; ``plan_fused`` builds the same plan with the fused estimation and selection.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from torch import Tensor
 from ..config import XAttentionConfig
 from ..plan import SparsePlan
 from ..scoring import antidiagonal_block_probs, block_grid, causal_blocks
-from .registry import register_method
+from ..selection import select_budget
+from .registry import register_fused, register_method
 
 
 def default_chunk_size(seq_len_kv: int) -> int:
@@ -50,7 +54,10 @@ def plan(q, k, cfg: XAttentionConfig, scale: float) -> SparsePlan:
     qb, kb = block_grid(nq, nk, bs, q.device)
     diagonal = kb[None, :] == qb[:, None]  # (R, T)
     sink = (kb[None, :] == 0).expand_as(causal)
-    if cfg.threshold >= 1:
+    if cfg.budget is not None:
+        probs = antidiagonal_block_probs(q, k, causal, bs, cfg.stride, scale, token_causal=True)
+        selected = select_budget(probs, causal, (diagonal | sink) & causal, cfg.budget, qb)
+    elif cfg.threshold >= 1:
         selected = causal.expand(batch, heads, *causal.shape)
     else:
         chunk_blocks = (cfg.chunk_size or default_chunk_size(nk)) // bs
@@ -60,6 +67,33 @@ def plan(q, k, cfg: XAttentionConfig, scale: float) -> SparsePlan:
         selected = _select(probs, causal & ~credited, credited, first_chunk, cfg.threshold)
     selected = selected | diagonal | (sink & causal)
     return SparsePlan.from_block_mask(selected, block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1])
+
+
+@register_fused("xattention")
+def plan_fused(q, k, cfg: XAttentionConfig, scale: float) -> SparsePlan:
+    from ..kernels.block_select import RowRule
+    from ..kernels.planning import plan_from_scores
+
+    nk, bs = k.shape[2], cfg.block_size
+    group = q.shape[1] // k.shape[1]
+    lag = (cfg.chunk_size or default_chunk_size(nk)) // bs if cfg.accounting == "original" else 0
+    scores = None
+    if cfg.budget is not None or cfg.threshold < 1:
+        estimate = _antidiagonal_estimator()
+        scores = lambda h0, h1: estimate(q[:, h0:h1], k[:, h0 // group : h1 // group], bs, cfg.stride, scale)  # noqa: E731
+    return plan_from_scores(
+        scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=RowRule(credit=True, lag_blocks=lag),
+        part_width=1, threshold=cfg.threshold, budget=cfg.budget, scores_kind="probs",
+    )
+
+
+def _antidiagonal_estimator():
+    """(q, k, bs, stride, scale) -> (B, H, R, T) XAttention block scores over the causal tiles."""
+    def torch_estimate(q, k, bs, stride, scale):
+        causal = causal_blocks(q.shape[2], k.shape[2], bs, q.device)
+        return antidiagonal_block_probs(q, k, causal, bs, stride, scale, token_causal=True)
+
+    return torch_estimate
 
 
 def _select(probs: Tensor, candidates: Tensor, credited: Tensor, lagged: Tensor, threshold: float) -> Tensor:

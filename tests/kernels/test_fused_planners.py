@@ -26,6 +26,15 @@ FUSED_CASES = [
     ("meanpool", {"block_size": 32}),
     ("meanpool", {"block_size": 32, "threshold": 0.6, "force_sink": False, "force_current": False}),
     ("meanpool", {"block_size": 32, "budget": 0.3}),
+    ("xattention", {"block_size": 32, "stride": 4, "threshold": 0.8}),
+    ("xattention", {"block_size": 32, "stride": 4, "chunk_size": 64}),
+    ("xattention", {"block_size": 32, "stride": 4, "accounting": "corrected", "budget": 0.4}),
+    ("minference", {"block_size": 32, "last_q": 32, "vertical_size": 20, "slash_size": 60, "num_sink_columns": 4,
+                    "num_local_diagonals": 10}),
+    ("minference", {"block_size": 32, "last_q": 32, "budget": 0.35}),
+    ("flexprefill", {"block_size": 32}),
+    ("flexprefill", {"block_size": 32, "gamma": 0.8, "tau": 0.5, "include_crossing_tile": True, "query_mean": "real"}),
+    ("flexprefill", {"block_size": 32, "tau": 10.0, "budget": 0.4}),
 ]
 SHAPES = [  # (B, Hq, Hkv, Nq, Nk, D)
     (1, 4, 2, 333, 333, 32),
@@ -58,6 +67,14 @@ def _assert_same_plan(a, b):
     for pa, pb in ((a.key_perm, b.key_perm), (a.query_perm, b.query_perm)):
         assert (pa is None) == (pb is None)
         assert pa is None or torch.equal(pa, pb.long())
+    for na, ia, nb, ib in ((a.col_num, a.col_indices, b.col_num, b.col_indices),
+                           (a.win_num, a.win_starts, b.win_num, b.win_starts)):  # MInference columns and windows
+        assert (na is None) == (nb is None)
+        if na is not None:
+            assert torch.equal(na, nb)
+            width = int(na.max()) if na.numel() else 0
+            valid = torch.arange(width) < na[..., None]
+            assert torch.equal(torch.where(valid, ia[..., :width].long(), 0), torch.where(valid, ib[..., :width].long(), 0))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
