@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from pbs.kernels import antidiagonal
 from pbs.kernels.antidiagonal import antidiagonal_block_probs_fused
 from pbs.scoring import antidiagonal_block_probs, causal_blocks, same_segment
 from pbs.selection import select_cumulative
@@ -21,7 +22,9 @@ from pbs.synthetic import structured_qkv
 
 @pytest.fixture(autouse=True)
 def nan_poisoned_empty(monkeypatch):
+    """NaN in every new float buffer; key-block sweeps in chunks of 8 columns, so rows take several chunks."""
     real_empty = torch.empty
+    monkeypatch.setattr(antidiagonal, "_BLOCK_T", 8)
 
     def poisoned(*args, **kwargs):
         out = real_empty(*args, **kwargs)
@@ -71,12 +74,12 @@ def _assert_same_as_reference(q, k, block_size, stride, segment_size, key_perm=N
 
 # (dtype, batch, heads, kv_heads, nq, nk, dim, block_size, stride, segment_size, key_perm, query_perm, structured)
 CASES = [
-    (torch.float32, 1, 4, 2, 1000, 1000, 128, 128, 8, None, None, False, True),
-    (torch.float16, 1, 4, 1, 777, 777, 64, 64, 4, None, None, False, True),
+    (torch.float32, 1, 2, 1, 1000, 1000, 128, 128, 8, None, None, False, True),
+    (torch.float16, 1, 2, 1, 777, 777, 64, 64, 4, None, None, False, True),
     (torch.float32, 1, 2, 2, 300, 701, 64, 64, 16, None, None, False, False),
     (torch.float16, 2, 2, 1, 419, 419, 64, 128, 16, None, None, False, True),
     (torch.float32, 1, 2, 1, 512, 512, 64, 128, 4, None, None, False, True),  # unmasked loads (EVEN)
-    (torch.float16, 1, 4, 2, 900, 900, 128, 64, 8, 256, "q_head", False, True),
+    (torch.float16, 1, 4, 2, 700, 700, 128, 64, 8, 256, "q_head", False, True),
     (torch.float32, 1, 4, 2, 555, 555, 64, 64, 4, 128, "kv_head", True, False),
     (torch.float16, 1, 2, 1, 400, 1000, 64, 128, 16, 256, "q_head", True, True),
     (torch.float16, 2, 2, 1, 512, 512, 64, 64, 8, 128, "kv_head", True, True),  # EVEN with both permutations
@@ -101,10 +104,16 @@ def test_fused_equals_reference(case, one_pass):
     assert torch.all(((sums - 1).abs() < 1e-5) | (sums == 0))
 
 
-def test_split_head_dim_and_uneven_tiles():
-    """D in two chunks per dot step, row tiles spanning several plan rows, one worker per item."""
+def test_split_head_dim_and_uneven_tiles(monkeypatch):
+    """D in two chunks per dot step, row tiles spanning several plan rows, one worker per item, one column chunk."""
+    monkeypatch.setattr(antidiagonal, "_BLOCK_T", 64)
     q, k = _inputs(1, 2, 1, 650, 650, 64, torch.float32, 11, True)
     _assert_same_as_reference(q, k, 64, 4, None, block_m=64, block_n=32, block_d=32, num_programs=100)
+
+
+def test_key_tiles_wider_than_row_tiles():
+    q, k = _inputs(1, 2, 2, 500, 700, 64, torch.float16, 19, True)
+    _assert_same_as_reference(q, k, 64, 8, 128, key_perm=_perm(1, 2, 700, 20), block_m=16, block_n=64, num_programs=5)
 
 
 def test_stride_equal_to_block_size():
