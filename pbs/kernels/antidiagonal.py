@@ -70,7 +70,7 @@ def _antidiag_kernel(
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_kpb, stride_kph, stride_qpb, stride_qph,
     nq, nk, front, first_block, n_rows_r, n_keys_r, n_rblocks, n_kblocks, seg_blocks,
-    qk_scale, n_items, n_row_tiles, batch_heads, heads, scr_cols, scr_tiles,
+    qk_scale, n_items, n_prog, n_row_tiles, batch_heads, heads, scr_cols, scr_tiles,
     GROUP: tl.constexpr, S: tl.constexpr, PB: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, D_SPLIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, MODE: tl.constexpr,
@@ -83,7 +83,6 @@ def _antidiag_kernel(
     CB: tl.constexpr = BLOCK_N // PB  # key blocks per key tile
     STEPS: tl.constexpr = S * D_SPLIT  # dot steps per key tile
     pid = tl.program_id(0)
-    n_prog = tl.num_programs(0)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -364,7 +363,7 @@ def antidiagonal_block_probs_fused(
             kp.stride(0), kp.stride(1), qp.stride(0), qp.stride(1),
             nq, nk, front, first, n_rows_r, n_keys_r, n_rblocks, n_kblocks,
             (segment_size or block_size) // block_size,
-            scale / stride * _LOG2E, n_items, n_row_tiles, batch * heads, heads, scr_cols, scr_tiles,
+            scale / stride * _LOG2E, n_items, n_prog, n_row_tiles, batch * heads, heads, scr_cols, scr_tiles,
             MODE=mode, **common,
         )
 
