@@ -77,8 +77,6 @@ def plan(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
 
 @register_fused("pbs")
 def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
-    if cfg.scoring == "antidiagonal":
-        raise NotFused("scoring='antidiagonal' has no fused planner yet")
     nk = k.shape[2]
     if short := _too_short(nk, cfg):
         return short
@@ -101,13 +99,27 @@ def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
     if cfg.permute in ("query", "key+query"):
         query_perm, pooled_q, qmin, qmax = query_permutation_fused(q, pooled_k, nk, bs, cfg.segment_size, scale)
         query_bounds = (qmin, qmax)
-    elif cfg.budget is not None or cfg.threshold < 1:
+    elif (cfg.budget is not None or cfg.threshold < 1) and cfg.scoring == "mean":
         pooled_q = block_means_fused(q, bs, front=(nk - q.shape[2]) % bs, scale=scale)  # scale folded in
-    if cfg.budget is not None or cfg.threshold < 1:
+    if (cfg.budget is not None or cfg.threshold < 1) and cfg.scoring == "antidiagonal":
+        from ..kernels.antidiagonal import antidiagonal_block_probs_fused
+
+        group = q.shape[1] // k.shape[1]
+
+        def scores(h0, h1):  # PBS-Attn+: XAttention's estimation on the permuted keys, off the diagonal segment
+            perm = None if key_perm is None else key_perm[:, h0:h1] if key_perm.shape[1] == q.shape[1] \
+                else key_perm[:, h0 // group : h1 // group]
+            return antidiagonal_block_probs_fused(
+                q[:, h0:h1], k[:, h0 // group : h1 // group], block_size=bs, stride=cfg.stride, scale=scale,
+                segment_size=cfg.segment_size, key_perm=perm,
+                query_perm=None if query_perm is None else query_perm[:, h0:h1], token_causal=False,
+            )
+    elif cfg.budget is not None or cfg.threshold < 1:
         scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)  # noqa: E731
     rule = RowRule(exclude_segment=cfg.segment_size // bs, force_sink=cfg.force_sink)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule,
-        part_width=cfg.segment_size // bs, threshold=cfg.threshold, budget=cfg.budget, scores_kind="logits",
+        part_width=cfg.segment_size // bs, threshold=cfg.threshold, budget=cfg.budget,
         key_perm=key_perm, key_bounds=key_bounds, sink=sink, query_perm=query_perm, query_bounds=query_bounds,
+        scores_kind="probs" if cfg.scoring == "antidiagonal" else "logits",
     )

@@ -79,21 +79,16 @@ def plan_fused(q, k, cfg: XAttentionConfig, scale: float) -> SparsePlan:
     lag = (cfg.chunk_size or default_chunk_size(nk)) // bs if cfg.accounting == "original" else 0
     scores = None
     if cfg.budget is not None or cfg.threshold < 1:
-        estimate = _antidiagonal_estimator()
-        scores = lambda h0, h1: estimate(q[:, h0:h1], k[:, h0 // group : h1 // group], bs, cfg.stride, scale)  # noqa: E731
+        from ..kernels.antidiagonal import antidiagonal_block_probs_fused
+
+        scores = lambda h0, h1: antidiagonal_block_probs_fused(  # noqa: E731
+            q[:, h0:h1], k[:, h0 // group : h1 // group], block_size=bs, stride=cfg.stride, scale=scale,
+            token_causal=True,
+        )
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=RowRule(credit=True, lag_blocks=lag),
         part_width=1, threshold=cfg.threshold, budget=cfg.budget, scores_kind="probs",
     )
-
-
-def _antidiagonal_estimator():
-    """(q, k, bs, stride, scale) -> (B, H, R, T) XAttention block scores over the causal tiles."""
-    def torch_estimate(q, k, bs, stride, scale):
-        causal = causal_blocks(q.shape[2], k.shape[2], bs, q.device)
-        return antidiagonal_block_probs(q, k, causal, bs, stride, scale, token_causal=True)
-
-    return torch_estimate
 
 
 def _select(probs: Tensor, candidates: Tensor, credited: Tensor, lagged: Tensor, threshold: float) -> Tensor:
