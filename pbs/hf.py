@@ -6,6 +6,7 @@ pbs.hf.register()                                  # once per process; idempoten
 model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="pbs_xattention")
 # or, on a loaded model (validates kwargs, stores them in model.config.pbs, returns a StatsCollector):
 stats = pbs.hf.enable(model, method="pbs", threshold=0.9)
+stats = pbs.hf.enable(model, method="pbs", config=pbs.PBSConfig(threshold=0.9))   # the same, from a config
 model.generate(...)
 stats.summary()      # mean prefill density, per layer, paths taken
 pbs.hf.disable(model)                              # back to sdpa
@@ -165,27 +166,34 @@ def register() -> list[str]:
     return names
 
 
-def _method_for(name: str) -> str:
-    return ALIAS if name == ALIAS else name[len(_PREFIX):]
-
-
 # ------------------------------------------------------------------------------------------------------- enable
 
 
-def enable(model, method: str = "pbs", backend: str = "auto", short_seq_policy: bool = True, **kwargs) -> StatsCollector:
-    """Switch ``model`` to ``attn_implementation=f"pbs_{method}"`` with these method kwargs; return a collector.
+def enable(model, method: str = "pbs", backend: str = "auto", short_seq_policy: bool = True, *, config=None,
+           **kwargs) -> StatsCollector:
+    """Switch ``model`` to ``attn_implementation=f"pbs_{method}"`` with these settings; return a collector.
 
-    kwargs are validated by the method's config dataclass (``pbs.config``): an unknown or invalid one raises a
-    ValueError naming it. The resolved settings (every field of the config) are stored as ``model.config.pbs``
-    (and on any sub-config an attention module uses), so ``save_pretrained`` keeps them. The returned
-    :class:`StatsCollector` is also ``model._pbs_stats``.
+    The method's settings are either ``config``, an instance of its config dataclass (``pbs.PBSConfig(...)``, e.g.
+    built once from a Hydra config), or ``kwargs``, validated by that dataclass (``pbs.config``): an unknown or
+    invalid one raises a ValueError naming it. The resolved settings (every field of the config) are stored as
+    ``model.config.pbs`` (and on any sub-config an attention module uses), so ``save_pretrained`` keeps them. The
+    returned :class:`StatsCollector` is also ``model._pbs_stats``.
     """
     spec = get_method(method)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got backend={backend!r}")
     if not isinstance(short_seq_policy, bool):
         raise ValueError(f"short_seq_policy must be a bool, got short_seq_policy={short_seq_policy!r}")
-    cfg = make_config(spec.config_cls, kwargs)
+    if config is None:
+        cfg = make_config(spec.config_cls, kwargs)
+    elif kwargs:
+        raise ValueError(f"pass the method's settings either as config or as kwargs, not both: got config and "
+                         f"kwargs {sorted(kwargs)}")
+    elif type(config) is not spec.config_cls:
+        raise ValueError(f"config must be a {spec.config_cls.__name__} for method={method!r}, got "
+                         f"config={config!r}")
+    else:
+        cfg = config
     register()
     settings = {
         "method": method,

@@ -301,6 +301,25 @@ def test_enable_bad_kwargs(method, kwargs, name):
     assert model.config._attn_implementation == "sdpa"
 
 
+def test_enable_with_a_config_instance_equals_kwargs():
+    """A config built once (e.g. from Hydra) passes through unchanged; it must be the method's own dataclass."""
+    ids = _ids(256, seed=13)
+    model = _model("llama")
+    with torch.no_grad():
+        by_kwargs = pbs.hf.enable(model, method="xattention", threshold=0.5, block_size=16, stride=4)
+        ref = model(ids).logits
+        stored = dict(model.config.pbs)
+        by_config = pbs.hf.enable(model, method="xattention",
+                                  config=pbs.XAttentionConfig(threshold=0.5, block_size=16, stride=4))
+        torch.testing.assert_close(model(ids).logits, ref, rtol=0, atol=0)
+    assert model.config.pbs == stored and model.config.pbs["kwargs"]["stride"] == 4
+    assert by_config.summary()["per_layer"] == by_kwargs.summary()["per_layer"]
+    with pytest.raises(ValueError, match="config must be a XAttentionConfig"):
+        pbs.hf.enable(model, method="xattention", config=pbs.PBSConfig())
+    with pytest.raises(ValueError, match="either as config or as kwargs"):
+        pbs.hf.enable(model, method="pbs", config=pbs.PBSConfig(), threshold=0.5)
+
+
 def test_sliding_window_rejected():
     model = _model("mistral")
     model.config.sliding_window = 32
