@@ -285,3 +285,59 @@ def _tile_indices(mask: Tensor) -> tuple[Tensor, Tensor]:
     counts = mask.sum(-1, dtype=torch.int32)
     order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)
     return counts.contiguous(), order.to(torch.int32).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A plan's BlockMask built once, and FlexAttention on a prebuilt BlockMask: FlexAttention's kernel alone, as
+# benchmarks/ times it (flex_attend above builds the BlockMask inside every call).
+
+
+def plan_block_mask(plan: SparsePlan, *, compiled: bool = True) -> BlockMask:
+    """The ``BlockMask`` of a plan that FlexAttention can run on q, k, v as they are.
+
+    The plan must have no key or query permutation and no gathered columns, and its first query block must start
+    at a multiple of ``block_size`` (``q_offset % block_size == 0``; Nq == Nk always does). Full tiles become full
+    blocks, partial tiles partial blocks under the token causal test (query i at position q_offset + i).
+    ``compiled=False``: for eager FlexAttention, which ignores the block structure, ``mask_mod`` also applies it
+    (as in :func:`flex_attend`). Use with :func:`attend_block_mask`.
+    """
+    if plan.key_perm is not None or plan.query_perm is not None or plan.col_indices is not None:
+        raise ValueError("plan_block_mask needs a plan without permutations or gathered columns; "
+                         "flex_attend runs any plan")
+    bs, first = plan.block_size, plan.first_q_block
+    if plan.q_offset != first * bs:
+        raise ValueError(f"plan_block_mask needs q_offset to be a multiple of block_size ({bs}), got "
+                         f"q_offset={plan.q_offset}; flex_attend runs any plan")
+    heads, nkb = plan.kv_num_blocks.shape[1], plan.num_kv_blocks
+    partial = _dense_tiles(plan.kv_num_blocks, plan.kv_indices, nkb)  # (B, H, R, T) bool
+    full = _dense_tiles(plan.full_kv_num_blocks, plan.full_kv_indices, nkb)
+    kv_num, kv_idx = _tile_indices(partial)
+    full_num, full_idx = _tile_indices(full)
+    mask_mod = _make_mask_mod(plan, heads, plan.seq_len_q, bs, first, 0, None, plan.kv_indices.device)
+    if not compiled:
+        mask_mod = _emulate_block_mask(mask_mod, partial, full, bs)
+    extra = {"compute_q_blocks": False} if _HAS_COMPUTE_Q_BLOCKS else {}  # forward only
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=mask_mod,
+                                    seq_lengths=(plan.seq_len_q, plan.seq_len_kv), **extra)
+
+
+def attend_block_mask(q: Tensor, k: Tensor, v: Tensor, block_mask: BlockMask, scale: float | None = None, *,
+                      compiled: bool | None = None) -> Tensor:
+    """FlexAttention of q (B, Hq, Nq, D) over k, v (B, Hkv, Nk, D) under a prebuilt ``block_mask`` -> (B, Hq, Nq, D).
+
+    The same execution as :func:`flex_attend`: on CUDA the module's compiled ``flex_attention`` with its kernel
+    options and recompile limit, eager elsewhere (``compiled`` overrides); GQA-native.
+    """
+    from math import gcd
+
+    if compiled is None:
+        compiled = q.is_cuda
+    enable_gqa = k.shape[1] != q.shape[1]
+    if compiled:
+        options = _kernel_options(gcd(*block_mask.BLOCK_SIZE), q.dtype) if q.is_cuda else None
+        with torch._dynamo.config.patch(recompile_limit=max(_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
+            return _get_compiled()(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa,
+                                   kernel_options=options)
+    with warnings.catch_warnings():  # eager is deliberate here (see the module docstring)
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
