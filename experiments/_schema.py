@@ -1,11 +1,27 @@
-"""Register every method's config dataclass as a Hydra schema: conf/method/<name>.yaml extends it."""
+"""Hydra schemas: every app's settings are a dataclass, registered here; its YAML extends it.
+
+- ``conf/method/<name>.yaml`` extends ``schema/method/<name>``: the method's config dataclass (``pbs/config.py``);
+- ``conf/bench_kernels.yaml`` extends ``schema/bench_kernels``: :class:`benchmarks.config.BenchConfig`.
+
+The dataclass holds every field, default and check; the YAML only picks the schema (and Hydra's own settings), so
+a typo or a wrong type fails when the config is composed. A new app (e.g. the end-to-end speed benchmark): write
+its settings as a dataclass next to its code, add it to :data:`APPS`, start its YAML with
+``defaults: [/schema/<app>@_here_, _self_]``, call :func:`register_schemas` before ``@hydra.main`` and build the
+object with ``OmegaConf.to_object(cfg)``; ``tests/test_app_configs.py`` then checks that the YAML composes into
+the dataclass.
+"""
 
 from hydra.core.config_store import ConfigStore
 
+from benchmarks.config import BenchConfig
 from pbs.methods import available_methods, get_method
+
+APPS: dict[str, type] = {"bench_kernels": BenchConfig}
 
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     for name in available_methods():
         cs.store(group="schema/method", name=name, node=get_method(name).config_cls)
+    for name, node in APPS.items():
+        cs.store(group="schema", name=name, node=node)

@@ -1,16 +1,24 @@
-"""Smoke test of the kernel benchmark (``pbs.bench``) on CPU: a tiny config through every section, the rows'
-columns and values, both output files with their provenance, the random block masks, the on-device input
-builder, and the Hydra config against ``DEFAULT_CONFIG``. The real run is on a GPU (``experiments/bench_kernels``).
+"""Smoke test of the kernel benchmark (``benchmarks/``) on CPU: a tiny config through every section, the rows'
+columns and values, both output files with their provenance, the random block masks, and the Hydra config
+against its dataclass. The real run is on a GPU (``experiments/bench_kernels``).
 """
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from pbs import bench
+from benchmarks.config import BenchConfig, method_kwargs
+from benchmarks.inputs import random_block_plan
+from benchmarks.report import gpu_slug, read_csv, write_results
+from benchmarks.rows import COLUMNS, add_speedups
+from benchmarks.sections import run_benchmark
+from benchmarks.targets import evaluate_targets
+from pbs.kernels.flex import plan_block_mask
+from pbs.provenance import provenance
 
-TINY = dict(
+TINY = BenchConfig(
     device="cpu", dtype="float32", seq_lens=[256], batch=1, q_heads=4, kv_heads=2, head_dim=32,
     kernel_backend="torch", block_size=64, densities=[0.22],
     common_method_kwargs={"block_size": 64, "segment_size": 128},
@@ -20,7 +28,7 @@ TINY = dict(
 CPU_VARIANTS = {  # variants that must run on CPU
     ("dense", "sdpa_flash"), ("dense", "flex_causal"), ("dense", "ours_dense"),
     ("block_sparse", "ours_sparse_d0.22"), ("block_sparse", "flexmask_sparse_d0.22"),
-    *(("methods", name) for name in bench.DEFAULT_CONFIG["methods"]),
+    *(("methods", name) for name in BenchConfig().methods),
 }
 
 
@@ -38,11 +46,11 @@ def _finite(x):
 
 
 def test_run_benchmark_rows_and_results(tmp_path, one_thread):
-    rows = bench.run_benchmark(TINY)
+    rows = run_benchmark(TINY)
     by = {(r["section"], r["variant"]): r for r in rows}
     assert len(by) == len(rows)
     for r in rows:
-        assert list(r) == bench.COLUMNS or set(r) == set(bench.COLUMNS), r
+        assert list(r) == COLUMNS or set(r) == set(COLUMNS), r
         assert r["seq_len"] == 256 and r["q_heads"] == 4 and r["kv_heads"] == 2 and r["dtype"] == "float32"
     assert CPU_VARIANTS <= set(by)
     # SDPA cuDNN does not exist on CPU: recorded (with its fallback on repeated K/V), not a crash
@@ -62,7 +70,7 @@ def test_run_benchmark_rows_and_results(tmp_path, one_thread):
     assert by[("block_sparse", "ours_sparse_d0.22")]["density"] == by[("block_sparse", "flexmask_sparse_d0.22")][
         "density"]
 
-    for name in bench.DEFAULT_CONFIG["methods"]:
+    for name in BenchConfig().methods:
         r = by[("methods", name)]
         assert r["total_ms"] == r["median_ms"] > 0 and r["attention_ms"] > 0 and r["selection_ms"] >= 0
         assert r["overhead_pct"] == pytest.approx((r["permutation_ms"] + r["selection_ms"]) / r["total_ms"] * 100)
@@ -73,13 +81,13 @@ def test_run_benchmark_rows_and_results(tmp_path, one_thread):
     # extra tile in every row: all tiles of 4 blocks)
     assert by[("methods", "flexprefill")]["density"] < 1
 
-    prov = bench.provenance("pytest tests/test_bench_smoke.py")
+    prov = provenance("pytest tests/benchmarks/test_bench_smoke.py")
     for key in ("gpu", "cuda", "torch", "triton", "python", "pbs", "date_utc", "git_commit", "git_dirty",
                 "hostname", "command"):
         assert key in prov
     assert prov["gpu"] == "cpu" or torch.cuda.is_available()
-    csv_path, md_path = bench.write_results(rows, prov, tmp_path / "kernels", cfg=TINY)
-    assert csv_path == tmp_path / "kernels" / f"{bench.gpu_slug(prov['gpu'])}.csv" and csv_path.exists()
+    csv_path, md_path = write_results(rows, prov, tmp_path / "kernels", cfg=TINY)
+    assert csv_path == tmp_path / "kernels" / f"{gpu_slug(prov['gpu'])}.csv" and csv_path.exists()
     assert md_path.suffix == ".md" and md_path.exists()
     md = md_path.read_text()
     for key, value in prov.items():
@@ -87,7 +95,7 @@ def test_run_benchmark_rows_and_results(tmp_path, one_thread):
     for text in ("## Inputs", "heavy hitters +12.0", "fraction 0.15", "## Dense causal attention",
                  "## Same block mask", "## Methods end to end", "## Targets", "not measured"):
         assert text in md, text
-    back = bench._read_csv(csv_path)
+    back = read_csv(csv_path)
     assert [(r["section"], r["variant"]) for r in back] == [(r["section"], r["variant"]) for r in
                                                             sorted(rows, key=lambda r: ["dense", "block_sparse",
                                                                                         "methods"].index(r["section"]))]
@@ -95,14 +103,14 @@ def test_run_benchmark_rows_and_results(tmp_path, one_thread):
 
     # merge: rows of other lengths are kept, this run's lengths replaced
     other = [dict(r, seq_len=512) for r in rows]
-    bench.write_results(other, prov, tmp_path / "kernels", merge=True, cfg=TINY)
-    merged = bench._read_csv(csv_path)
+    write_results(other, prov, tmp_path / "kernels", merge=True, cfg=TINY)
+    merged = read_csv(csv_path)
     assert sorted({r["seq_len"] for r in merged}) == [256, 512] and len(merged) == 2 * len(rows)
 
 
 def test_targets_are_evaluated_from_rows():
     def row(section, variant, ms, **extra):
-        r = {c: float("nan") for c in bench.COLUMNS}
+        r = {c: float("nan") for c in COLUMNS}
         r.update(section=section, variant=variant, seq_len=131072, batch=1, q_heads=32, kv_heads=8, head_dim=128,
                  dtype="bfloat16", error="", median_ms=ms, density=1.0, **extra)
         return r
@@ -111,38 +119,54 @@ def test_targets_are_evaluated_from_rows():
     rows = [row("dense", "sdpa_cudnn", 100.0), row("dense", "ours_dense", 120.0),
             row("block_sparse", "ours_sparse_d0.22", 20.0), row("block_sparse", "flex_sparse_d0.22", 30.0),
             row("methods", "pbs", 25.0, total_ms=25.0, overhead_pct=4.0, peak_mem_gib=out_gib + 0.01)]
-    bench._add_speedups(rows)
+    add_speedups(rows)
     # 32K-128K targets with only 128K measured are "incomplete"; the 128K ones are decided
-    assert [t["status"] for t in bench.evaluate_targets(rows)] == ["incomplete", "met", "incomplete", "met", "met"]
+    assert [t["status"] for t in evaluate_targets(rows)] == ["incomplete", "met", "incomplete", "met", "met"]
     rows[-1]["overhead_pct"] = 6.0
-    assert bench.evaluate_targets(rows)[3]["status"] == "missed"
+    assert evaluate_targets(rows)[3]["status"] == "missed"
 
 
 def test_random_block_plan_density_and_flex_block_mask():
     for density in (0.1, 0.22, 0.4, 0.6):
-        plan = bench.random_block_plan(2, 4, 2, 4096, 64, density, seed=1, device="cpu")
+        plan = random_block_plan(2, 4, 2, 4096, 64, density, seed=1, device="cpu")
         assert plan.density() == pytest.approx(density, abs=0.01)
         mask = plan.block_mask()
         t = mask.shape[-1]
         assert mask[..., torch.arange(t), torch.arange(t)].all() and mask[..., 0].all()
         assert not torch.triu(mask, diagonal=1).any()
         assert not (mask[0, 0] == mask[0, 1]).all()  # per-head masks
-        block_mask = bench.flex_block_mask(plan)
+        block_mask = plan_block_mask(plan)
         assert torch.equal(block_mask.to_dense().bool(), mask)
     # below what the forced tiles give: the forced tiles only
-    tiny = bench.random_block_plan(1, 1, 1, 256, 64, 0.1, seed=0)
+    tiny = random_block_plan(1, 1, 1, 256, 64, 0.1, seed=0)
     assert tiny.density() == pytest.approx(7 / 10)
 
 
-def test_hydra_config_matches_defaults():
+def test_hydra_config_is_the_dataclass():
+    """conf/bench_kernels.yaml only extends BenchConfig: composing it gives the dataclass's defaults, overrides
+    are typed and checked."""
     import hydra
     from omegaconf import OmegaConf
 
-    with hydra.initialize(version_base="1.3", config_path="../conf"):
+    from experiments._schema import register_schemas
+
+    register_schemas()
+    with hydra.initialize(version_base="1.3", config_path="../../conf"):
+        assert OmegaConf.to_object(hydra.compose(config_name="bench_kernels")) == BenchConfig()
         cfg = hydra.compose(config_name="bench_kernels", overrides=["device=cpu", "common_method_kwargs.block_size=64"])
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    expected = dict(bench.DEFAULT_CONFIG, device="cpu",
-                    common_method_kwargs={"block_size": 64, "segment_size": None})
-    assert plain == expected
-    assert bench.method_kwargs(plain, "pbs_permute_none") == ("pbs", {"block_size": 64, "permute": "none"})
-    assert bench.method_kwargs(plain, "minference") == ("minference", {"block_size": 64})
+        with pytest.raises(Exception, match="seq_len"):
+            hydra.compose(config_name="bench_kernels", overrides=["seq_len=[1]"])
+        with pytest.raises(ValueError, match="sections"):
+            OmegaConf.to_object(hydra.compose(config_name="bench_kernels", overrides=["sections=[dense,sparse]"]))
+    settings = OmegaConf.to_object(cfg)
+    assert settings == dataclasses.replace(BenchConfig(), device="cpu",
+                                           common_method_kwargs={"block_size": 64, "segment_size": None})
+    assert method_kwargs(settings, "pbs_permute_none") == ("pbs", {"block_size": 64, "permute": "none"})
+    assert method_kwargs(settings, "minference") == ("minference", {"block_size": 64})
+
+
+@pytest.mark.parametrize("bad,name", [(dict(structure={"sink": 1.0}), "structure"), (dict(planner="fused"), "planner"),
+                                      (dict(q_heads=6, kv_heads=4), "q_heads"), (dict(dtype="bf16"), "dtype")])
+def test_bad_settings_name_the_field(bad, name):
+    with pytest.raises(ValueError, match=name):
+        BenchConfig(**bad)
