@@ -1,7 +1,8 @@
 """Hydra schemas: every app's settings are a dataclass, registered here; its YAML extends it.
 
 - ``conf/method/<name>.yaml`` extends ``schema/method/<name>``: the method's config dataclass (``pbs/config.py``);
-- ``conf/bench_kernels.yaml`` extends ``schema/bench_kernels``: :class:`benchmarks.config.BenchConfig`.
+- ``conf/bench_kernels.yaml`` extends ``schema/bench_kernels``: :class:`benchmarks.config.BenchConfig`;
+- ``conf/train_proxy.yaml`` extends ``schema/train_proxy``: :class:`pbs.train.config.TrainProxyConfig`.
 
 The dataclass holds every field, default and check; the YAML only picks the schema (and Hydra's own settings), so
 a typo or a wrong type fails when the config is composed. A new app (e.g. the end-to-end speed benchmark): write
@@ -15,8 +16,9 @@ from hydra.core.config_store import ConfigStore
 
 from benchmarks.config import BenchConfig
 from pbs.methods import available_methods, get_method
+from pbs.train.config import TrainProxyConfig
 
-APPS: dict[str, type] = {"bench_kernels": BenchConfig}
+APPS: dict[str, type] = {"bench_kernels": BenchConfig, "train_proxy": TrainProxyConfig}
 
 
 def register_schemas() -> None:

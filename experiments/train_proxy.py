@@ -1,4 +1,4 @@
-"""Train the long-context proxy Llama (Hydra app over pbs.train.proxy.train).
+"""Train the long-context proxy Llama (Hydra app over pbs.train.proxy.train; settings: TrainProxyConfig).
 
 python -m experiments.train_proxy                                            # conf/train_proxy.yaml
 python -m experiments.train_proxy train.max_minutes=8 run_dir=/tmp/proxy out_dir=$OUT/proxy
@@ -10,14 +10,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from experiments._schema import register_schemas
 from pbs.train.proxy import train
+
+register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_proxy")
 def main(cfg: DictConfig) -> None:
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    train(plain)
+    train(OmegaConf.to_object(cfg))
 
 
 if __name__ == "__main__":

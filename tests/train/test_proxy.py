@@ -1,59 +1,41 @@
 """CPU smoke test of pbs.train.proxy: train, checkpoint, resume, export, reload, retrieval eval."""
 
-from pathlib import Path
+import dataclasses
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
-OmegaConf = pytest.importorskip("omegaconf").OmegaConf
 
 from pbs.train import proxy
-
-CONF = Path(__file__).resolve().parents[2] / "conf" / "train_proxy.yaml"
-
-
-def _cfg(tmp_path, **train):
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF), resolve=False)
-    cfg.pop("hydra", None)
-    tiny = {
-        "device": "cpu",
-        "max_corpus_chars": 300_000,
-        "tokenizer": {"vocab_size": 512},
-        "model": {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": 32,
-            "intermediate_size": 128,
-            "max_position_embeddings": 1024,
-        },
-        "curriculum": [{"length": 512, "until": 1.0}],
-        "train": {"tokens_per_step": 1024, "warmup_steps": 2, "log_every": 1, **train},
-        "eval": {"every": 3, "n_samples": 1, "final": True, "final_lengths": [512]},
-        "checkpoint": {"every": 3, "keep": 2},
-        "run_dir": str(tmp_path / "run"),
-        "out_dir": str(tmp_path / "export"),
-        "progress_bar": False,
-    }
-    return _deep(cfg, tiny)
+from pbs.train.checkpoint import latest_checkpoint
+from pbs.train.config import (
+    CheckpointConfig,
+    CurriculumStage,
+    OptimizationConfig,
+    ProxyModelConfig,
+    TaskEvalConfig,
+    TokenizerConfig,
+    TrainProxyConfig,
+)
 
 
-def _deep(base, new):
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
-def test_yaml_matches_defaults():
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF), resolve=False)
-    cfg.pop("hydra", None)
-    assert cfg == proxy.DEFAULT_CONFIG
+def _cfg(tmp_path, **train) -> TrainProxyConfig:
+    return TrainProxyConfig(
+        device="cpu",
+        max_corpus_chars=300_000,
+        tokenizer=TokenizerConfig(vocab_size=512),
+        model=ProxyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                               head_dim=32, intermediate_size=128, max_position_embeddings=1024),
+        curriculum=[CurriculumStage(length=512, until=1.0)],
+        train=OptimizationConfig(**{"tokens_per_step": 1024, "warmup_steps": 2, "log_every": 1, **train}),
+        eval=TaskEvalConfig(every=3, n_samples=1, final=True, final_lengths=[512]),
+        checkpoint=CheckpointConfig(every=3, keep=2),
+        run_dir=str(tmp_path / "run"),
+        out_dir=str(tmp_path / "export"),
+        progress_bar=False,
+    )
 
 
 def test_train_resume_export(tmp_path):
@@ -61,12 +43,12 @@ def test_train_resume_export(tmp_path):
 
     s1 = proxy.train(_cfg(tmp_path, max_steps=3))
     assert s1["step"] == 3
-    ckpt = proxy.latest_checkpoint(tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
     assert ckpt is not None and ckpt.name == "step_00000003" and (ckpt / "state.pt").exists()
 
-    s2 = proxy.train(_cfg(tmp_path, max_steps=5) | {"resume": True})
+    s2 = proxy.train(dataclasses.replace(_cfg(tmp_path, max_steps=5), resume=True))
     assert s2["step"] == 5
-    assert proxy.latest_checkpoint(tmp_path / "run").name == "step_00000005"
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000005"
     assert 0.0 <= s2["eval_acc"] <= 1.0 and set(s2["final_scores"]) == {"512"}
 
     log = (tmp_path / "export" / "training_log.csv").read_text().splitlines()
@@ -97,16 +79,15 @@ def test_init_from_a_saved_model(tmp_path):
 
     first = proxy.train(_cfg(tmp_path / "a", max_steps=2))
     src = AutoModelForCausalLM.from_pretrained(first["out_dir"])
-    cfg = _cfg(tmp_path / "b", max_steps=1, lr=0.0, warmup_steps=1) | {"init_from": first["out_dir"]}
-    cfg["tokenizer"] = {"path": first["out_dir"]}
+    cfg = dataclasses.replace(_cfg(tmp_path / "b", max_steps=1, lr=0.0, warmup_steps=1), init_from=first["out_dir"],
+                              tokenizer=TokenizerConfig(path=first["out_dir"]))
     second = proxy.train(cfg)
     got = AutoModelForCausalLM.from_pretrained(second["out_dir"])
     for (name, a), (_, b) in zip(src.state_dict().items(), got.state_dict().items()):
         assert torch.equal(a, b), name  # lr 0: the weights are exactly the source's
 
-    bad = _cfg(tmp_path / "c", max_steps=1) | {"init_from": first["out_dir"]}
-    bad["tokenizer"] = {"path": first["out_dir"]}
-    bad["model"]["hidden_size"] = 96
-    bad["model"]["num_attention_heads"] = 3
+    bad = dataclasses.replace(_cfg(tmp_path / "c", max_steps=1), init_from=first["out_dir"],
+                              tokenizer=TokenizerConfig(path=first["out_dir"]))
+    bad.model = dataclasses.replace(bad.model, hidden_size=96, num_attention_heads=3)
     with pytest.raises(ValueError, match="init_from="):
         proxy.train(bad)

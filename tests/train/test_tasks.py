@@ -6,14 +6,15 @@ import pytest
 pytest.importorskip("tokenizers")
 
 from pbs.eval.ruler import generate as ruler
-from pbs.train import proxy
+from pbs.train import data as proxy_data
+from pbs.train.config import DataConfig
 from pbs.train.tasks import TASKS, TaskSampler
 
 
 @pytest.fixture(scope="module")
 def sampler():
-    text, _ = proxy.load_corpus_text(max_chars=400_000)
-    return TaskSampler(proxy.train_tokenizer(text, vocab_size=1024), (0.0, 0.9))
+    text, _ = proxy_data.load_corpus_text(max_chars=400_000)
+    return TaskSampler(proxy_data.train_tokenizer(text, vocab_size=1024), (0.0, 0.9))
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -69,10 +70,10 @@ def test_bad_task_and_too_short_length(sampler):
 
 
 def test_batch_rows_and_labels():
-    text, _ = proxy.load_corpus_text(max_chars=200_000)
-    tok = proxy.train_tokenizer(text, vocab_size=512)
-    cfg = proxy.merge_config({})["data"] | {"lm_fraction": 0.5}
-    data = proxy.ProxyData(tok, proxy.encode_corpus(tok, text), cfg)
+    text, _ = proxy_data.load_corpus_text(max_chars=200_000)
+    tok = proxy_data.train_tokenizer(text, vocab_size=512)
+    cfg = DataConfig(lm_fraction=0.5)
+    data = proxy_data.ProxyData(tok, proxy_data.encode_corpus(tok, text), cfg)
     x, y, is_task = data.batch(16, 1024, [0, 7])
     x2, _, _ = data.batch(16, 1024, [0, 7])
     assert np.array_equal(x, x2) and x.shape == y.shape == (16, 1024)
