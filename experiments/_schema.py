@@ -1,6 +1,10 @@
 """Hydra schemas: every app's settings are a dataclass, registered here; its YAML extends it.
 
-- ``conf/method/<name>.yaml`` extends ``schema/method/<name>``: the method's config dataclass (``pbs/config.py``);
+- ``conf/eval.yaml`` extends ``schema/eval``: :class:`pbs.eval.config.EvalConfig`, whose ``model`` is a
+  :class:`~pbs.eval.config.ModelConfig` (``conf/model/<name>.yaml``), ``task`` a
+  :class:`~pbs.eval.config.LongBenchTask` or :class:`~pbs.eval.config.RulerTask` (``conf/task/<name>.yaml``
+  extends ``schema/task/longbench`` or ``schema/task/ruler``) and ``method`` the method's config dataclass
+  (``conf/method/<name>.yaml`` extends ``schema/method/<name>``; ``pbs/config.py``);
 - ``conf/bench_kernels.yaml`` extends ``schema/bench_kernels``: :class:`benchmarks.config.BenchConfig`;
 - ``conf/train_proxy.yaml`` extends ``schema/train_proxy``: :class:`pbs.train.config.TrainProxyConfig`.
 
@@ -15,15 +19,19 @@ the dataclass.
 from hydra.core.config_store import ConfigStore
 
 from benchmarks.config import BenchConfig
+from pbs.eval.config import EvalConfig, LongBenchTask, RulerTask
 from pbs.methods import available_methods, get_method
 from pbs.train.config import TrainProxyConfig
 
-APPS: dict[str, type] = {"bench_kernels": BenchConfig, "train_proxy": TrainProxyConfig}
+APPS: dict[str, type] = {"eval": EvalConfig, "bench_kernels": BenchConfig, "train_proxy": TrainProxyConfig}
+TASKS: dict[str, type] = {"longbench": LongBenchTask, "ruler": RulerTask}
 
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     for name in available_methods():
         cs.store(group="schema/method", name=name, node=get_method(name).config_cls)
+    for name, node in TASKS.items():
+        cs.store(group="schema/task", name=name, node=node)
     for name, node in APPS.items():
         cs.store(group="schema", name=name, node=node)

@@ -1,4 +1,4 @@
-"""Write the small synthetic LongBench fixtures shipped in ``pbs/eval/fixtures/`` (deterministic).
+"""Write the small synthetic LongBench fixtures shipped in ``pbs/eval/longbench/fixtures/`` (deterministic).
 
     python scripts/make_fixtures.py            # rewrite the fixtures
     python scripts/make_fixtures.py --check    # exit 1 if the files on disk differ from what would be written
@@ -7,7 +7,7 @@ Every record is invented here (fictional places, people and numbers; no text fro
 in the original THUDM schema (``input, context, answers, length, dataset, language, all_classes, _id``) with short
 contexts (~200 words / ~300 characters), and six LongBench v2 records (easy/hard x short/medium/long) in the v2
 schema (``_id, domain, sub_domain, difficulty, length, question, choice_A..D, answer, context``), and the same six
-with an invented ``retrieved_context`` in the official RAG schema (``longbench_v2_rag.json``). They exercise the
+with an invented ``retrieved_context`` in the official RAG schema (``v2_rag.json``). They exercise the
 harness end to end (prompts, chat-template rules, metrics, length buckets), not a model's ability.
 """
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "pbs" / "eval" / "fixtures"
+OUT = ROOT / "pbs" / "eval" / "longbench" / "fixtures"
 
 # ----------------------------------------------------------------------------------------------- building blocks
 
@@ -370,9 +370,9 @@ def render() -> dict[Path, str]:
     files: dict[Path, str] = {}
     for name, build in V1_BUILDERS.items():
         lines = [json.dumps(rec, ensure_ascii=False) for rec in build()]
-        files[OUT / "longbench" / f"{name}.jsonl"] = "\n".join(lines) + "\n"
-    files[OUT / "longbench_v2.json"] = json.dumps(longbench_v2(), ensure_ascii=False, indent=1) + "\n"
-    files[OUT / "longbench_v2_rag.json"] = json.dumps(longbench_v2_rag(), ensure_ascii=False, indent=1) + "\n"
+        files[OUT / "v1" / f"{name}.jsonl"] = "\n".join(lines) + "\n"
+    files[OUT / "v2.json"] = json.dumps(longbench_v2(), ensure_ascii=False, indent=1) + "\n"
+    files[OUT / "v2_rag.json"] = json.dumps(longbench_v2_rag(), ensure_ascii=False, indent=1) + "\n"
     return files
 
 

@@ -60,7 +60,7 @@ def eval_table(index_path: Path) -> str:
     """Two tables from the evaluation index: per (model, method, kwargs) the headline scores (LongBench: the six
     category means and "Avg", their mean, as Table 1; LongBench v2 accuracy per protocol; the mean of other tasks),
     then every task's score."""
-    from pbs.eval.metrics import CATEGORIES, CATEGORY_TITLES
+    from pbs.eval.longbench.scoring import CATEGORIES, CATEGORY_TITLES
     from pbs.eval.report import run_scores
 
     rows = [r for r in csv.DictReader(index_path.open()) if r["status"] == "ok" and r["score"]]

@@ -1,16 +1,25 @@
 """Every Hydra app's YAML only extends its dataclass (experiments/_schema.py): composing it gives the dataclass's
 defaults, and a misspelt key or a wrong type fails at composition."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import pbs
 from experiments._schema import APPS, register_schemas
+from pbs.eval.config import ModelConfig, RulerTask
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_schemas()
+
+
+# the config groups an app's YAML picks by default (the rest comes from its dataclass)
+GROUP_DEFAULTS = {"eval": {"method": pbs.PBSConfig(), "task": RulerTask(),
+                           "model": ModelConfig(name="pbs-proxy-llama", path="models/pbs-proxy-llama",
+                                                max_length=32768, chat_template=False)}}
 
 
 @pytest.mark.parametrize("app", sorted(APPS))
@@ -18,11 +27,24 @@ def test_yaml_composes_into_the_dataclass_defaults(app):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name=app)
     settings = OmegaConf.to_object(cfg)
-    assert type(settings) is APPS[app] and settings == APPS[app]()
+    assert type(settings) is APPS[app] and settings == APPS[app](**GROUP_DEFAULTS.get(app, {}))
+
+
+@pytest.mark.parametrize("group", ["model", "task"])
+def test_every_eval_group_option_composes(group):
+    """conf/model/*.yaml and conf/task/*.yaml all fit their dataclasses (conf/method/*: tests/eval/test_configs)."""
+    names = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for name in names:
+            settings = OmegaConf.to_object(compose(config_name="eval", overrides=[f"{group}={name}"]))
+            part = getattr(settings, group)
+            assert dataclasses.is_dataclass(part) and part.name, name
 
 
 @pytest.mark.parametrize("app,override", [("bench_kernels", "reps=many"), ("bench_kernels", "rep=3"),
-                                          ("train_proxy", "train.lr=fast"), ("train_proxy", "model.layers=2")])
+                                          ("train_proxy", "train.lr=fast"), ("train_proxy", "model.layers=2"),
+                                          ("eval", "limits=2"), ("eval", "task.sample=3"), ("eval", "task.samples=many"),
+                                          ("eval", "model.max_len=9"), ("eval", "task.v2.decode=greedy")])
 def test_typos_and_wrong_types_fail_at_composition(app, override):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         with pytest.raises(Exception, match=override.split("=")[0].split(".")[-1]):
@@ -37,3 +59,11 @@ def test_train_proxy_checks_fields():
         cfg = compose(config_name="train_proxy", overrides=["model.max_position_embeddings=1024"])
         with pytest.raises(ValueError, match="max_position_embeddings"):
             OmegaConf.to_object(cfg)
+
+
+def test_eval_checks_fields():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(ValueError, match="samples"):
+            OmegaConf.to_object(compose(config_name="eval", overrides=["task.samples=0"]))
+        with pytest.raises(ValueError, match="decoding"):
+            OmegaConf.to_object(compose(config_name="eval", overrides=["task=longbench_v2", "task.v2.decoding=beam"]))

@@ -1,11 +1,17 @@
-"""LongBench v1 / v2 evaluation of the sparse-prefill methods through lm-evaluation-harness.
+"""Evaluation of the sparse-prefill methods on long-context benchmarks, through lm-evaluation-harness.
 
-- :mod:`pbs.eval.metrics`  -- LongBench scoring (v1, LongBench-E buckets, v2 answer extraction and accuracy)
-- :mod:`pbs.eval.prompts`  -- the verbatim prompts, max new tokens, untemplated tasks
-- :mod:`pbs.eval.data`     -- records from the Hub or a local copy; shipped fixtures
-- :mod:`pbs.eval.lm`       -- the lm-eval model ``pbs`` (imports lm_eval)
-- :mod:`pbs.eval.run`      -- :func:`pbs.eval.run.evaluate` (imports lm_eval when called)
-- ``pbs/eval/tasks/``      -- the ``pbs_longbench*`` lm-eval tasks (``TASKS_DIR``)
+- :mod:`pbs.eval.config`        the evaluation app's settings (dataclasses; Hydra schemas)
+- :mod:`pbs.eval.job`           one job of the Hydra app: model, skip-if-done, evaluate, store, wandb
+- :mod:`pbs.eval.harness`       :func:`~pbs.eval.harness.evaluate`: lm-eval with our model and tasks (imports lm_eval
+  when called); :mod:`pbs.eval.summaries` turns its raw output into scores, density, prefill time
+- :mod:`pbs.eval.lm_eval_model` the lm-eval model ``pbs`` (imports lm_eval); :mod:`pbs.eval.decoding` (greedy /
+  sampled next token), :mod:`pbs.eval.model_args` (model args from strings, RoPE scaling)
+- :mod:`pbs.eval.results`       the results store (one folder per run, the index); :mod:`pbs.eval.report` its tables
+- :mod:`pbs.eval.longbench`     LongBench v1 / v2: data, prompts, metrics, scoring, truncation, the v2 protocol
+- :mod:`pbs.eval.ruler`         the RULER-style suite: settings, generators, the sample cache, the KJV corpus
+- ``pbs/eval/tasks/``           the lm-eval tasks (``TASKS_DIR``): ``longbench/`` (``pbs_longbench*``),
+  ``ruler/`` (``pbs_ruler*``)
+- :mod:`pbs.eval.tiny_model`    a tiny random Llama for tests
 
 Nothing here is imported by ``import pbs``; this package imports no lm_eval / transformers at import time.
 """

@@ -16,7 +16,7 @@ import sys
 def main() -> None:
     from lm_eval.__main__ import cli_evaluate
 
-    import pbs.eval.lm  # noqa: F401  (registers the "pbs" model)
+    import pbs.eval.lm_eval_model  # noqa: F401  (registers the "pbs" model)
 
     from . import TASKS_DIR
 

@@ -1,7 +1,8 @@
 """Tables from the results index: one row per method run, each benchmark aggregated as its source does.
 
-- LongBench v1: Table 1's "Avg", the mean of the six category means (:func:`pbs.eval.metrics.summarize`), from the
-  index's ``benchmark`` rows (recomputed from the task rows for an index written before they existed);
+- LongBench v1: Table 1's "Avg", the mean of the six category means
+  (:func:`pbs.eval.longbench.scoring.summarize`), from the index's ``benchmark`` rows (recomputed from the task rows
+  for an index written before they existed);
 - LongBench v2: the accuracy of each ``pbs_longbench_v2*`` protocol, never mixed with anything else;
 - any other task (the RULER-style suite, lm-eval tasks): the plain mean of their scores.
 """
@@ -14,14 +15,14 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from .metrics import DATASET2METRIC, summarize
+from .longbench.scoring import DATASETS, summarize
 
 _V1_PREFIX = "pbs_longbench_"
 _V2_PREFIX = "pbs_longbench_v2"
 
 
 def _is_v1_task(task: str) -> bool:
-    return task.startswith(_V1_PREFIX) and task[len(_V1_PREFIX):] in DATASET2METRIC
+    return task.startswith(_V1_PREFIX) and task[len(_V1_PREFIX):] in DATASETS
 
 
 def run_scores(rows: list[dict]) -> dict[str, float]:

@@ -31,7 +31,7 @@ LEVELS = ("task", "category", "benchmark")
 
 def summary_rows(metrics: dict) -> list[dict]:
     """The category / benchmark rows of a run from ``metrics["longbench"]`` (see :data:`LEVELS`)."""
-    from .metrics import CATEGORIES
+    from .longbench.scoring import CATEGORIES
 
     summary = metrics.get("longbench") or {}
     n = summary.get("n_datasets")

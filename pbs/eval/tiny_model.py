@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from .data import FIXTURES_V1_DIR, FIXTURES_V2_FILE
+from .longbench.data import FIXTURES_V1_DIR, FIXTURES_V2_FILE
 
 VERSION = "1"  # bump when the recipe changes: the cache folder is keyed by it
 

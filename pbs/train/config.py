@@ -49,7 +49,8 @@ class DataConfig:
     task_weights: dict[str, float] = field(default_factory=_task_weights)
     retrieval_loss_weight: float = 0.8  # loss = (1-w) * mean LM-token CE + w * mean answer-token CE
     heldout_fraction: float = 0.05  # tail of the KJV verses (task haystacks) and of the LM corpus kept for evaluation
-    workers: Any = "auto"  # batch-building processes: an int, or auto = min(12, cpus - 2) on CUDA, 0 (in-process) on CPU
+    # batch-building processes: an int, or auto = min(12, cpus - 2) on CUDA, 0 (in-process) on CPU
+    workers: Any = "auto"
 
     def __post_init__(self) -> None:
         if self.workers != "auto" and (isinstance(self.workers, bool) or not isinstance(self.workers, int)

@@ -20,7 +20,7 @@ from pbs.train.tasks import TASKS, TaskSampler
 
 PKG = Path(__file__).resolve().parent.parent  # .../pbs
 KJV_PATH = PKG / "eval" / "ruler" / "data" / "kjv.txt.gz"
-FIXTURES = PKG / "eval" / "fixtures"
+FIXTURES = PKG / "eval" / "longbench" / "fixtures"
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -47,13 +47,13 @@ def load_corpus_text(corpus: str = "auto", max_chars: int | None = None) -> tupl
             text, source = f.read(), str(KJV_PATH)
     else:
         parts = []
-        for f in sorted((FIXTURES / "longbench").glob("*.jsonl")):
+        for f in sorted((FIXTURES / "v1").glob("*.jsonl")):
             if f.stem.endswith("_zh"):
                 continue
             for line in f.read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     parts.append(json.loads(line).get("context", ""))
-        v2 = FIXTURES / "longbench_v2.json"
+        v2 = FIXTURES / "v2.json"
         if v2.exists():
             parts += [r.get("context", "") for r in json.loads(v2.read_text(encoding="utf-8"))]
         text, source = "\n\n".join(p for p in parts if p), str(FIXTURES)

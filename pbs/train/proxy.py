@@ -26,7 +26,15 @@ import torch.nn.functional as F
 from pbs.devices import resolve_device
 from pbs.train.checkpoint import CsvLog, export, init_weights_from, load_checkpoint, restore, save_checkpoint, unwrap
 from pbs.train.config import CurriculumStage, OptimizationConfig, ProxyModelConfig, TrainProxyConfig
-from pbs.train.data import BatchPool, ProxyData, batch_workers, encode_corpus, lm_split, load_corpus_text, train_tokenizer
+from pbs.train.data import (
+    BatchPool,
+    ProxyData,
+    batch_workers,
+    encode_corpus,
+    lm_split,
+    load_corpus_text,
+    train_tokenizer,
+)
 from pbs.train.tasks import TaskSampler
 
 # ------------------------------------------------------------------------------------------------ model, loss

@@ -47,7 +47,7 @@ def test_launchers_compose(launcher, target):
 
 
 def test_method_kwargs_from_strings_keep_none_as_a_permute_value():
-    from pbs.eval.lm import split_method_kwargs
+    from pbs.eval.model_args import split_method_kwargs
 
     method_kwargs, other = split_method_kwargs("oracle", {"permute": "none", "threshold": "0.8", "max_length": "9"})
     assert method_kwargs == {"permute": "none", "threshold": 0.8}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pbs.eval import data
-from pbs.eval.metrics import DATASET2METRIC
-from pbs.eval.prompts import build_prompt, build_v2_prompt
+from pbs.eval.longbench import data
+from pbs.eval.longbench.metrics import DATASET2METRIC
+from pbs.eval.longbench.prompts import build_prompt, build_v2_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ["hotpotqa", "multifieldqa_zh", "trec", "samsum", "passage_retrieval_en", "passage_retrieval_zh",
@@ -87,7 +87,7 @@ def test_offline_hub_error_names_dataset_and_config_key(monkeypatch):
         data.load_longbench("hotpotqa")  # source=None: the Hub
     msg = str(err.value)
     assert "'hotpotqa'" in msg and "THUDM/LongBench" in msg and "HF_HUB_OFFLINE=1" in msg
-    assert "task.data=/path/to/longbench" in msg and "PBS_LONGBENCH_DIR" in msg
+    assert "task.data=/path/to/longbench" in msg and "evaluate as data=" in msg
     with pytest.raises(data.DataUnavailableError) as err:
         data.load_longbench("gov_report", "hub", e=True)
     assert "'gov_report_e'" in str(err.value)
@@ -96,21 +96,17 @@ def test_offline_hub_error_names_dataset_and_config_key(monkeypatch):
     assert "THUDM/LongBench-v2" in str(err.value) and "task.data=/path/to/longbench_v2.json" in str(err.value)
 
 
-def test_task_sources(monkeypatch, tmp_path):
-    monkeypatch.delenv(data.ENV_V1_DIR, raising=False)
-    monkeypatch.delenv(data.ENV_V2_PATH, raising=False)
+def test_task_sources_come_from_arguments_only(monkeypatch, tmp_path):
+    """The data location is passed as an argument (task metadata); the environment is never read."""
+    monkeypatch.setenv("PBS_LONGBENCH_DIR", str(tmp_path))  # the variables older versions read
+    monkeypatch.setenv("PBS_LONGBENCH_V2", "hub")
     assert data.resolve_v1_source() == "fixtures" and data.resolve_v2_source() == "fixtures"
-    monkeypatch.setenv(data.ENV_V1_DIR, str(tmp_path))
-    monkeypatch.setenv(data.ENV_V2_PATH, "hub")
-    assert data.resolve_v1_source() == str(tmp_path) and data.resolve_v2_source() == "hub"
-    assert data.resolve_v1_source("/x") == "/x"
+    assert data.resolve_v1_source("/x") == "/x" and data.resolve_v2_source("hub") == "hub"
 
 
-def test_task_loaders(tmp_path, monkeypatch):
-    from pbs.eval.tasks import utils
+def test_task_loaders(tmp_path):
+    from pbs.eval.tasks.longbench import utils
 
-    monkeypatch.delenv(data.ENV_V1_DIR, raising=False)
-    monkeypatch.delenv(data.ENV_V2_PATH, raising=False)
     assert len(utils.load_v1("lcc")["test"]) == 3  # default: fixtures
     assert len(utils.load_v2(pretrained="ignored", method="pbs")["test"]) == 6  # model args in metadata are ignored
     v2 = json.loads(data.FIXTURES_V2_FILE.read_text("utf-8"))[:4]
@@ -124,11 +120,11 @@ def test_task_loaders(tmp_path, monkeypatch):
 
 
 def test_generated_files_are_current():
-    """scripts/make_fixtures.py and pbs/eval/tasks/_generate.py reproduce the committed files byte for byte."""
+    """scripts/make_fixtures.py and pbs/eval/tasks/longbench/_generate.py reproduce the committed files byte for byte."""
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_fixtures.py"), "--check"], capture_output=True,
                        text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    from pbs.eval.tasks import _generate
+    from pbs.eval.tasks.longbench import _generate
 
     assert _generate.stale_files() == []
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pbs.eval.pipeline import ModelUnavailableError, resolve_model_path
+from pbs.eval.config import ModelConfig
+from pbs.eval.job import ModelUnavailableError, resolve_model_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,4 +49,4 @@ def test_multirun_two_methods_two_thresholds_then_resume(tmp_path):
 def test_offline_hub_model_gives_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match=r"meta-llama/Llama-3.1-8B-Instruct.*model.path="):
-        resolve_model_path({"name": "llama3.1-8b-instruct", "path": "meta-llama/Llama-3.1-8B-Instruct"})
+        resolve_model_path(ModelConfig(name="llama3.1-8b-instruct", path="meta-llama/Llama-3.1-8B-Instruct"))

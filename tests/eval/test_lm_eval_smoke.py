@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pbs.eval import data
-from pbs.eval.prompts import build_prompt, build_v2_prompt
+from pbs.eval.longbench import data
+from pbs.eval.longbench.prompts import build_prompt, build_v2_prompt
 from pbs.eval.tiny_model import build_tiny_model
 
 PBS_KW = {"block_size": 16, "segment_size": 32}
@@ -27,7 +27,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pbs_lm(tiny):
-    from pbs.eval.run import build_lm
+    from pbs.eval.harness import build_lm
 
     return build_lm(str(tiny), method="pbs", method_kwargs=PBS_KW, device="cpu", dtype="float32")
 
@@ -37,7 +37,7 @@ def _sha(text: str) -> str:
 
 
 def test_evaluate_v1_and_v2_with_pbs(tiny, pbs_lm):
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     out = evaluate(str(tiny), method="pbs", method_kwargs=PBS_KW, tasks=["pbs_longbench_hotpotqa", "pbs_longbench_v2"],
                    limit=2, device="cpu", dtype="float32", lm=pbs_lm)
@@ -80,7 +80,7 @@ def test_evaluate_v1_and_v2_with_pbs(tiny, pbs_lm):
 
 def test_untemplated_tasks_truncation_and_data_dir(tiny, tmp_path):
     """trec / samsum skip the chat template; middle truncation to max_length; data from data_dir."""
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     for name in ("trec", "samsum"):
         recs = data.load_longbench(name, "fixtures")
@@ -99,7 +99,7 @@ def test_untemplated_tasks_truncation_and_data_dir(tiny, tmp_path):
 
 def test_group_scores_are_plain_means(tiny, pbs_lm):
     """The synthetic category (all three datasets shipped): group score = mean of the dataset scores."""
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     out = evaluate(str(tiny), tasks=["pbs_longbench_synthetic"], limit=1, lm=pbs_lm)
     names = ["pbs_longbench_passage_count", "pbs_longbench_passage_retrieval_en", "pbs_longbench_passage_retrieval_zh"]
@@ -111,7 +111,7 @@ def test_group_scores_are_plain_means(tiny, pbs_lm):
 
 
 def test_greedy_loop_matches_generate(tiny):
-    from pbs.eval.run import build_lm
+    from pbs.eval.harness import build_lm
 
     lm = build_lm(str(tiny), method="sdpa", device="cpu", dtype="float32")
     ids = lm.tok_encode(build_prompt("gov_report", data.load_longbench("gov_report", "fixtures")[0]))
@@ -144,8 +144,9 @@ def test_model_args_string_and_registry(tiny):
     """``--model pbs --model_args pretrained=...,method=pbs,threshold=0.9``: method kwargs split and parsed."""
     from lm_eval.api.registry import get_model
 
-    import pbs.eval.lm  # noqa: F401  (registers "pbs")
-    from pbs.eval.lm import split_method_kwargs, task_kind
+    import pbs.eval.lm_eval_model  # noqa: F401  (registers "pbs")
+    from pbs.eval.lm_eval_model import task_kind
+    from pbs.eval.model_args import split_method_kwargs
 
     lm = get_model("pbs").create_from_arg_string(
         f"pretrained={tiny},method=pbs,threshold=0.8,block_size=16,segment_size=32,device=cpu,dtype=float32"
@@ -162,12 +163,33 @@ def test_model_args_string_and_registry(tiny):
     assert task_kind("arc_easy") == (None, None)
 
 
+def test_method_config_object_reaches_the_model(tiny):
+    """The straight path: a config object goes to pbs.hf.enable as it is; the string form builds the same one."""
+    from lm_eval.api.registry import get_model
+
+    import pbs
+    from pbs.eval.harness import build_lm
+
+    cfg = pbs.PBSConfig(threshold=0.8, block_size=16, segment_size=32)
+    lm = build_lm(str(tiny), method="pbs", method_config=cfg, device="cpu", dtype="float32")
+    assert lm.method_config is cfg and lm.method_kwargs == {"threshold": 0.8, "block_size": 16, "segment_size": 32}
+    by_string = get_model("pbs").create_from_arg_string(
+        f"pretrained={tiny},method=pbs,threshold=0.8,block_size=16,segment_size=32,device=cpu,dtype=float32")
+    assert by_string.method_config == cfg and by_string.model.config.pbs == lm.model.config.pbs
+    with pytest.raises(ValueError, match="either in method_config or as model args"):
+        build_lm(str(tiny), method="pbs", method_config=cfg, device="cpu", dtype="float32", threshold=0.5)
+    with pytest.raises(ValueError, match="method_config must be a PBSConfig"):
+        build_lm(str(tiny), method="pbs", method_config=pbs.XAttentionConfig(), device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match="threshold"):  # checked before the model is loaded
+        get_model("pbs").create_from_arg_string(f"pretrained={tiny},method=pbs,threshold=-1,device=cpu")
+
+
 def test_lm_eval_own_task_names_pass_through(tiny, pbs_lm, tmp_path):
     """lm-eval's longbench_hotpotqa (generative) and a longbench2 task (loglikelihood multiple choice) run by
     name; their data is pointed at local copies of the fixtures in lm-eval's column layout."""
     import lm_eval
 
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     lm_tasks = Path(lm_eval.__file__).parent / "tasks"
     with open(tmp_path / "v2.jsonl", "w", encoding="utf-8") as f:
@@ -195,7 +217,7 @@ def test_lm_eval_own_task_names_pass_through(tiny, pbs_lm, tmp_path):
 
 
 def test_cli_main(tiny, tmp_path):
-    from pbs.eval.run import main
+    from pbs.eval.harness import main
 
     out = tmp_path / "r.json"
     assert main(["--model", str(tiny), "--method", "pbs", "--method-kwargs", "block_size=16,segment_size=32",

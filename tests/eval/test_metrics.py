@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from pbs.eval import metrics as m
-from pbs.eval import prompts as p
+from pbs.eval.longbench import metrics as m
+from pbs.eval.longbench import prompts as p
+from pbs.eval.longbench import scoring, truncation
 
 # ------------------------------------------------------------------------------------------------ qa F1
 
@@ -108,47 +109,47 @@ def test_code_sim():
 
 def test_first_line_rule_and_max_over_references():
     classes = ["City", "Country"]
-    assert m.score_sample("trec", "\n\nCity\nCountry", ["City"], classes) == 1.0  # cut to "City"
-    assert m.score_sample("trec_e", "\nCity\nCountry", ["City"], classes) == 1.0
-    assert m.score_sample("triviaqa", "Paris\nLondon", ["London"]) == 0.0  # only the first line counts
-    assert m.score_sample("hotpotqa", "Paris\nLondon", ["London"]) == pytest.approx(2 / 3)  # no rule: 2 tokens
-    assert m.score_sample("hotpotqa", "Paris", ["London", "Paris"]) == 1.0
-    assert m.score_sample("hotpotqa", "Paris", "Paris") == 1.0
+    assert scoring.score_sample("trec", "\n\nCity\nCountry", ["City"], classes) == 1.0  # cut to "City"
+    assert scoring.score_sample("trec_e", "\nCity\nCountry", ["City"], classes) == 1.0
+    assert scoring.score_sample("triviaqa", "Paris\nLondon", ["London"]) == 0.0  # only the first line counts
+    assert scoring.score_sample("hotpotqa", "Paris\nLondon", ["London"]) == pytest.approx(2 / 3)  # no rule: 2 tokens
+    assert scoring.score_sample("hotpotqa", "Paris", ["London", "Paris"]) == 1.0
+    assert scoring.score_sample("hotpotqa", "Paris", "Paris") == 1.0
     for ds in ("trec", "triviaqa", "samsum", "lsht"):
-        assert m.postprocess_prediction(ds, "\n\na\nb") == "a"
-    assert m.postprocess_prediction("gov_report", "\na\nb") == "\na\nb"
+        assert scoring.postprocess_prediction(ds, "\n\na\nb") == "a"
+    assert scoring.postprocess_prediction("gov_report", "\na\nb") == "\na\nb"
 
 
 def test_dataset_score_rounding_and_buckets():
-    assert m.aggregate([1.0, 0.0, 0.5]) == 50.0
-    assert m.aggregate([1 / 3] * 3) == 33.33
-    assert math.isnan(m.aggregate([]))
+    assert scoring.aggregate([1.0, 0.0, 0.5]) == 50.0
+    assert scoring.aggregate([1 / 3] * 3) == 33.33
+    assert math.isnan(scoring.aggregate([]))
     preds = ["Paris", "x", "Paris", "Paris", "x", "Paris"]
     refs = [["Paris"]] * 6
     lengths = [100, 3999, 4000, 7999, 8000, 20000]
-    assert m.score_dataset("hotpotqa", preds, refs) == 66.67
-    assert m.score_dataset_e("hotpotqa_e", preds, refs, lengths) == {"0-4k": 50.0, "4-8k": 100.0, "8k+": 50.0}
-    assert [m.length_bucket(n) for n in lengths] == ["0-4k", "0-4k", "4-8k", "4-8k", "8k+", "8k+"]
-    e = m.score_dataset_e("hotpotqa_e", ["Paris"], [["Paris"]], [10])
+    assert scoring.score_dataset("hotpotqa", preds, refs) == 66.67
+    assert scoring.score_dataset_e("hotpotqa_e", preds, refs, lengths) == {"0-4k": 50.0, "4-8k": 100.0, "8k+": 50.0}
+    assert [scoring.length_bucket(n) for n in lengths] == ["0-4k", "0-4k", "4-8k", "4-8k", "8k+", "8k+"]
+    e = scoring.score_dataset_e("hotpotqa_e", ["Paris"], [["Paris"]], [10])
     assert e["0-4k"] == 100.0 and math.isnan(e["8k+"])
     # one shared class list for every sample
-    assert m.score_dataset("trec", ["City", "Date"], [["City"], ["City"]], ["City", "Date"]) == 50.0
+    assert scoring.score_dataset("trec", ["City", "Date"], [["City"], ["City"]], ["City", "Date"]) == 50.0
 
 
 def test_tables_and_summary():
-    assert len(m.DATASET2METRIC) == 21 and len(m.LONGBENCH_E) == 13
-    assert sorted(n for names in m.CATEGORIES.values() for n in names) == sorted(m.DATASET2METRIC)
-    assert set(m.LONGBENCH_E) <= set(m.DATASET2METRIC)
+    assert len(m.DATASET2METRIC) == 21 and len(scoring.LONGBENCH_E) == 13
+    assert sorted(n for names in scoring.CATEGORIES.values() for n in names) == sorted(m.DATASET2METRIC)
+    assert set(scoring.LONGBENCH_E) <= set(m.DATASET2METRIC)
     assert m.DATASET2METRIC["multifieldqa_zh"] is m.qa_f1_zh_score
     assert m.DATASET2METRIC["dureader"] is m.rouge_zh_score and m.DATASET2METRIC["vcsum"] is m.rouge_zh_score
     assert m.DATASET2METRIC["lsht"] is m.classification_score
     assert m.DATASET2METRIC["repobench-p"] is m.code_sim_score
-    assert m.category_of("lcc_e") == "code"
-    s = m.summarize({"hotpotqa": 40.0, "musique": 20.0, "lcc": 60.0})
+    assert scoring.category_of("lcc_e") == "code"
+    s = scoring.summarize({"hotpotqa": 40.0, "musique": 20.0, "lcc": 60.0})
     # Avg = mean of the category means (30, 60); the dataset mean weighs multi twice
     assert s == {"multi": 30.0, "code": 60.0, "average": 45.0, "dataset_mean": 40.0, "n_datasets": 3}
     with pytest.raises(ValueError, match="unknown LongBench dataset"):
-        m.base_dataset("nq")
+        scoring.base_dataset("nq")
 
 
 # ------------------------------------------------------------------------------------------------ v2
@@ -176,15 +177,15 @@ def test_v2_breakdowns():
         {"difficulty": "hard", "length": "long", "answer": "B"},
     ]
     preds = ["A", "A", "C", None, "A", "B"]
-    acc = m.v2_accuracy(recs, preds)
+    acc = scoring.v2_accuracy(recs, preds)
     assert acc == {"overall": 66.7, "easy": 100.0, "hard": 33.3, "short": 50.0, "medium": 50.0, "long": 100.0,
                    "n_scored": 6, "n_empty": 0}
-    comp = m.v2_accuracy(recs, preds, compensated=True)  # None counts 0.25
+    comp = scoring.v2_accuracy(recs, preds, compensated=True)  # None counts 0.25
     assert comp["overall"] == round(100 * 4.25 / 6, 1) and comp["hard"] == round(100 * 1.25 / 3, 1)
     # from raw responses
     raw = [dict(r, response=f"The correct answer is ({p})" if p else "no idea") for r, p in zip(recs, preds)]
-    assert m.v2_accuracy(raw) == acc
-    assert math.isnan(m.v2_accuracy(recs[:1], ["A"])["hard"])
+    assert scoring.v2_accuracy(raw) == acc
+    assert math.isnan(scoring.v2_accuracy(recs[:1], ["A"])["hard"])
 
 
 # ------------------------------------------------------------------------------------------------ truncation
@@ -209,31 +210,31 @@ class _WordTokenizer:
 
 def test_middle_truncation_on_token_lists():
     ids = list(range(10))
-    assert m.middle_truncate_ids(ids, 4) == ([0, 1], [8, 9])
-    assert m.middle_truncate_ids(ids, 5) == ([0, 1], [8, 9])  # v1 pred.py: half = int(5/2) = 2 each side: 4 kept
+    assert truncation.middle_truncate_ids(ids, 4) == ([0, 1], [8, 9])
+    assert truncation.middle_truncate_ids(ids, 5) == ([0, 1], [8, 9])  # v1 pred.py: half = int(5/2) = 2 each side: 4 kept
     # v2 pred.py: ids[:5//2] + ids[-5//2:]; -5//2 is -3 in Python, so 2 + 3 = 5 tokens are kept
-    assert m.middle_truncate_ids(ids, 5, "v2") == ([0, 1], [7, 8, 9])
-    assert m.middle_truncate_ids(ids, 4, "v2") == ([0, 1], [8, 9])  # even budgets agree
-    assert m.middle_truncate_ids(ids, 10, "v2") is None
+    assert truncation.middle_truncate_ids(ids, 5, "v2") == ([0, 1], [7, 8, 9])
+    assert truncation.middle_truncate_ids(ids, 4, "v2") == ([0, 1], [8, 9])  # even budgets agree
+    assert truncation.middle_truncate_ids(ids, 10, "v2") is None
     with pytest.raises(ValueError, match="rule"):
-        m.middle_truncate_ids(ids, 5, "v3")
-    assert m.middle_truncate_ids(ids, 10) is None
-    assert m.middle_truncate_ids(ids, 9) == ([0, 1, 2, 3], [6, 7, 8, 9])
+        truncation.middle_truncate_ids(ids, 5, "v3")
+    assert truncation.middle_truncate_ids(ids, 10) is None
+    assert truncation.middle_truncate_ids(ids, 9) == ([0, 1, 2, 3], [6, 7, 8, 9])
     with pytest.raises(ValueError, match="max_length"):
-        m.middle_truncate_ids(ids, 1)
+        truncation.middle_truncate_ids(ids, 1)
 
 
 def test_middle_truncation_on_strings():
     tok = _WordTokenizer()
     text = "w1 w2 w3 w4 w5 w6 w7 w8"  # 9 ids with BOS
-    assert m.middle_truncate(text, tok, 9) == (text, False)
-    out, cut = m.middle_truncate(text, tok, 6)  # keep ids[:3] = <s> w1 w2 and ids[-3:] = w6 w7 w8
+    assert truncation.middle_truncate(text, tok, 9) == (text, False)
+    out, cut = truncation.middle_truncate(text, tok, 6)  # keep ids[:3] = <s> w1 w2 and ids[-3:] = w6 w7 w8
     assert cut and out == "w1 w2" + "w6 w7 w8"  # halves decoded separately (BOS skipped) and concatenated
-    out, cut = m.middle_truncate(text, tok, 6, rule="v2")
+    out, cut = truncation.middle_truncate(text, tok, 6, rule="v2")
     assert cut and out == "w1 w2 w6 w7 w8"  # joined ids decoded at once
-    out, cut = m.middle_truncate(text, tok, 7, rule="v2")  # ids[:3] + ids[-4:]: odd budget, 7 ids kept
+    out, cut = truncation.middle_truncate(text, tok, 7, rule="v2")  # ids[:3] + ids[-4:]: odd budget, 7 ids kept
     assert cut and out == "w1 w2 w5 w6 w7 w8"
-    out, cut = m.middle_truncate(text, tok, 7)  # v1: int(7/2) = 3 each side
+    out, cut = truncation.middle_truncate(text, tok, 7)  # v1: int(7/2) = 3 each side
     assert cut and out == "w1 w2" + "w6 w7 w8"
 
 

@@ -17,11 +17,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments._schema import register_schemas
-from pbs.eval import data
-from pbs.eval import metrics as m
-from pbs.eval import prompts as p
 from pbs.eval.decoding import Sampling, next_token, request_seed, sampling_from_gen_kwargs
-from pbs.eval.tasks import utils as task_utils
+from pbs.eval.longbench import data
+from pbs.eval.longbench import metrics as m
+from pbs.eval.longbench import prompts as p
+from pbs.eval.longbench import scoring
+from pbs.eval.tasks.longbench import utils as task_utils
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 register_schemas()
@@ -38,14 +39,14 @@ def test_official_average_is_the_mean_of_the_category_means():
         "passage_count": 60.0, "passage_retrieval_en": 70.0, "passage_retrieval_zh": 80.0,  # synthetic: 70
         "lcc": 10.0, "repobench-p": 20.0,  # code: 15
     }
-    s = m.summarize(scores)
+    s = scoring.summarize(scores)
     assert (s["single"], s["multi"], s["summarization"], s["fewshot"], s["synthetic"], s["code"]) == (
         50.0, 30.0, 20.0, 25.0, 70.0, 15.0)
     assert s["average"] == 35.0  # (50 + 30 + 20 + 25 + 70 + 15) / 6
     assert s["dataset_mean"] == 35.24  # 740 / 21 = 35.238...
     assert s["n_datasets"] == 21
     # category means are not rounded before averaging: 1/3 + 2/3 ...
-    s = m.summarize({"hotpotqa": 1.0, "2wikimqa": 0.0, "musique": 0.0, "lcc": 2.0, "repobench-p": 0.0})
+    s = scoring.summarize({"hotpotqa": 1.0, "2wikimqa": 0.0, "musique": 0.0, "lcc": 2.0, "repobench-p": 0.0})
     assert s["multi"] == 0.33 and s["code"] == 1.0 and s["average"] == round((1 / 3 + 1) / 2, 2) == 0.67
 
 
@@ -68,15 +69,15 @@ RECS = [
 
 
 def test_v2_empty_outputs_leave_the_denominator_or_count_wrong():
-    dropped = m.v2_accuracy(RECS)  # 3 scored: correct, wrong, wrong (the blank output has no answer)
+    dropped = scoring.v2_accuracy(RECS)  # 3 scored: correct, wrong, wrong (the blank output has no answer)
     assert dropped["overall"] == 33.3 and dropped["n_scored"] == 3 and dropped["n_empty"] == 2
     assert dropped["easy"] == 50.0 and dropped["hard"] == 0.0 and dropped["short"] == 100.0
     assert dropped["medium"] == 0.0 and dropped["long"] == 0.0
-    wrong = m.v2_accuracy(RECS, empty_outputs="wrong")  # 5 scored, 1 correct
+    wrong = scoring.v2_accuracy(RECS, empty_outputs="wrong")  # 5 scored, 1 correct
     assert wrong["overall"] == 20.0 and wrong["n_scored"] == 5 and wrong["n_empty"] == 2
     assert wrong["short"] == 50.0 and wrong["hard"] == 0.0
     with pytest.raises(ValueError, match="empty_outputs"):
-        m.v2_accuracy(RECS, empty_outputs="skip")
+        scoring.v2_accuracy(RECS, empty_outputs="skip")
 
 
 def test_v2_task_scoring_follows_the_doc_policy():
@@ -213,13 +214,13 @@ def test_v2_task_settings_are_the_official_defaults():
         for task in ("longbench_v2", "fixtures"):
             v2 = compose(config_name="eval", overrides=[f"task={task}"]).task.v2
             assert (v2.decoding, v2.temperature, v2.top_p, v2.empty_outputs) == ("sample", 0.1, 1.0, "drop")
-    from pbs.eval.run import V2Protocol
+    from pbs.eval.longbench.protocol import V2Protocol
 
     assert V2Protocol().gen_kwargs() is None  # the task files already sample at 0.1
     assert V2Protocol(decoding="greedy").gen_kwargs() == {"do_sample": False}
     assert V2Protocol(temperature=0.7).gen_kwargs() == {"temperature": 0.7, "top_p": 1.0}
     assert V2Protocol(rag_top_n=4).metadata() == {"v2_empty_outputs": "drop", "rag_top_n": 4}
-    for bad in ({"decoding": "beam"}, {"empty_outputs": "skip"}, {"rag_top_n": 0}, {"top_p": 0.0}):
+    for bad in ({"decoding": "beam"}, {"empty_outputs": "skip"}, {"rag_top_n": 0}, {"top_p": 0.0}, {"seed": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             V2Protocol(**bad)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pbs.eval import data
-from pbs.eval.prompts import V2_PROMPT_COT_ANS, build_prompt, build_v2_prompt
+from pbs.eval.longbench import data
+from pbs.eval.longbench.prompts import V2_PROMPT_COT_ANS, build_prompt, build_v2_prompt
 from pbs.eval.tiny_model import build_tiny_model
 
 PBS_KW = {"block_size": 16, "segment_size": 32}
@@ -29,7 +29,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lm(tiny):
-    from pbs.eval.run import build_lm
+    from pbs.eval.harness import build_lm
 
     return build_lm(str(tiny), method="full", device="cpu", dtype="float32")
 
@@ -57,7 +57,7 @@ def test_prompt_ids_have_exactly_one_bos(tiny, lm):
 def test_lm_eval_cli_default_is_the_longbench_template_rule(tiny, tmp_path):
     from lm_eval.api.registry import get_model
 
-    import pbs.eval.lm  # noqa: F401  (registers "pbs")
+    import pbs.eval.lm_eval_model  # noqa: F401  (registers "pbs")
 
     lm = get_model("pbs").create_from_arg_string(f"pretrained={tiny},method=sdpa,device=cpu,dtype=float32")
     assert lm.apply_chat_template_longbench
@@ -77,7 +77,7 @@ def test_lm_eval_cli_default_is_the_longbench_template_rule(tiny, tmp_path):
 
 
 def test_budgets_and_context_check(tiny):
-    from pbs.eval.run import build_lm
+    from pbs.eval.harness import build_lm
 
     with pytest.raises(ValueError, match=r"max_length=5000 exceeds .*max_position_embeddings=4096"):
         build_lm(str(tiny), method="sdpa", device="cpu", dtype="float32", max_length=5000)
@@ -97,7 +97,7 @@ def test_budgets_and_context_check(tiny):
 
 
 def test_thinking_switch_and_yarn(tiny):
-    from pbs.eval.run import build_lm
+    from pbs.eval.harness import build_lm
 
     lm = build_lm(str(tiny), method="sdpa", device="cpu", dtype="float32",
                   chat_template_kwargs={"enable_thinking": False},
@@ -119,7 +119,7 @@ def _sha(text: str) -> str:
 
 
 def test_cot_protocol_makes_the_answer_call_with_the_first_output(lm):
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     out = evaluate(None, tasks=["pbs_longbench_v2_cot"], limit=2, lm=lm, v2={"decoding": "greedy"})
     reqs = out["requests"]
@@ -139,7 +139,7 @@ def test_cot_protocol_makes_the_answer_call_with_the_first_output(lm):
 
 def test_empty_outputs_are_dropped_or_counted_wrong(lm, monkeypatch):
     """An empty first (CoT) output ends the item without the answer call; the item leaves the denominator."""
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     monkeypatch.setattr(lm, "_generate", lambda *a, **k: ("", 0, 0.0, None))
     out = evaluate(None, tasks=["pbs_longbench_v2_cot"], limit=3, lm=lm)
@@ -152,11 +152,11 @@ def test_empty_outputs_are_dropped_or_counted_wrong(lm, monkeypatch):
 
 
 def test_sampling_is_seeded_per_request(lm):
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     def gens(seed, limit=3, **v2):
-        lm.seed = seed
-        out = evaluate(None, tasks=["pbs_longbench_v2"], limit=limit, lm=lm, v2=v2)
+        out = evaluate(None, tasks=["pbs_longbench_v2"], limit=limit, lm=lm, v2=dict(v2, seed=seed))
+        assert lm.seed == seed  # the protocol's seed drives the (reused) model's sampling
         return [r["generation"] for r in out["requests"]], out
 
     hot = {"temperature": 5.0}  # a near-uniform draw: different seeds must differ
@@ -168,14 +168,16 @@ def test_sampling_is_seeded_per_request(lm):
     assert gens(8, **hot)[0] != a
     greedy, out = gens(7, decoding="greedy")
     assert not any(r["sampled"] for r in out["requests"]) and gens(9, decoding="greedy")[0] == greedy
-    lm.seed = 42
+    with pytest.raises(ValueError, match="v2 protocol's"):
+        evaluate(None, tasks=["pbs_longbench_v2"], limit=1, lm=lm, model_kwargs={"seed": 3})
+    gens(42, decoding="greedy")
 
 
 def test_longbench_average_is_the_mean_of_the_category_means(tiny, lm, tmp_path, monkeypatch):
     """``evaluate``'s ``longbench.average`` is Table 1's Avg; lm-eval's group score (a flat group, as pbs_longbench)
     is the mean over the datasets, so it is not used for Avg. Answers are planted: the gold answer for passage_count and passage_retrieval_en (100 each), nothing
     elsewhere (0), so synthetic = 66.67, code = 0: Avg 33.33, while the mean over the five datasets is 40."""
-    from pbs.eval.run import evaluate
+    from pbs.eval.harness import evaluate
 
     def planted(req, context, stage, max_new, until, sampling):
         right = req.task_name in ("pbs_longbench_passage_count", "pbs_longbench_passage_retrieval_en")

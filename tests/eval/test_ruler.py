@@ -143,21 +143,30 @@ def test_string_match_all_and_part():
     assert all(cfg["metric"] == "string_match_all" for cfg in gen.TASKS.values())
 
 
-def test_task_utils_scores_and_aggregates(monkeypatch):
+def test_task_utils_scores_and_aggregates():
     utils = _load_utils()
     doc = {"task": "vt", "outputs": ["AAAAA", "BBBBB"], "max_length": 8192}
     out = utils.process_results(doc, [" aaaaa, CCCCC"])
     assert out["score"] == out["string_match_all"] == 0.5
     assert out["score_8192"] == 0.5 and out["score_4096"] is None
     assert utils.aggregate_score([0.5, 1.0, None]) == 75.0 and math.isnan(utils.aggregate_score([None]))
-    monkeypatch.setenv("PBS_RULER_LENGTH", "1024,2048")
+
+
+def test_settings_from_metadata_and_defaults(monkeypatch):
+    """One dataclass holds the defaults; the tasks read their settings from the metadata, never the environment."""
+    from pbs.eval.ruler.settings import RulerSettings
+
+    monkeypatch.setenv("PBS_RULER_LENGTH", "1024,2048")  # what older versions read
     monkeypatch.setenv("PBS_RULER_SAMPLES", "3")
-    monkeypatch.delenv("PBS_RULER_TOKENIZER", raising=False)
-    s = utils.settings()
-    assert s["lengths"] == [1024, 2048] and s["num_samples"] == 3 and s["seed"] == 42 and s["tokenizer"] is None
-    s = utils.settings(length=512, num_samples=2, seed=1)
-    assert s["lengths"] == [512] and s["num_samples"] == 2 and s["seed"] == 1
-    assert utils.settings(max_seq_lengths=[4096, 8192])["lengths"] == [4096, 8192]
+    assert RulerSettings.from_metadata() == RulerSettings() == RulerSettings([4096, 8192, 16384, 32768], 20, 42)
+    s = RulerSettings.from_metadata(length=512, num_samples="2", seed=1, pretrained="ignored", version=1.0)
+    assert (s.lengths, s.samples, s.seed) == ([512], 2, 1)
+    assert RulerSettings.from_metadata(max_seq_lengths=[4096, 8192]).lengths == [4096, 8192]
+    assert RulerSettings.from_metadata(max_seq_lengths="1024,2048").lengths == [1024, 2048]
+    assert RulerSettings.from_metadata(**RulerSettings([600], 3, 7).metadata()) == RulerSettings([600], 3, 7)
+    for bad in ({"lengths": []}, {"samples": 0}, {"lengths": [10]}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RulerSettings(**bad)
 
 
 # ------------------------------------------------------------------------------------------------ corpus, tasks
@@ -206,12 +215,47 @@ def test_task_manager_loads_the_pbs_ruler_tasks():
 
 
 def test_conf_task_ruler_composes():
+    """conf/task/ruler.yaml adds nothing to the dataclass: its defaults are RulerSettings'."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from experiments._schema import register_schemas
+    from pbs.eval.config import RulerTask
+    from pbs.eval.ruler.settings import RulerSettings
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=["task=ruler"])
-    assert cfg.task.name == "ruler" and list(cfg.task.tasks) == ["pbs_ruler"]
-    assert list(cfg.task.lengths) == [4096, 8192, 16384, 32768]
+        with pytest.raises(Exception, match="length"):
+            compose(config_name="eval", overrides=["task=ruler", "task.length=[4096]"])
+    task = OmegaConf.to_object(cfg).task
+    assert task == RulerTask() and task.name == "ruler" and task.tasks == ["pbs_ruler"]
+    assert task.lengths == RulerSettings().lengths == [4096, 8192, 16384, 32768]
+
+
+def test_two_ruler_configs_in_one_process_do_not_leak(tmp_path_factory):
+    """Each evaluation passes its own settings to the tasks (lm-eval task metadata): a second configuration in the
+    same process gets its own lengths, samples and seed, whatever ran before, and nothing is left in os.environ."""
+    import os
+
+    from pbs.eval.harness import build_lm, evaluate
+    from pbs.eval.ruler.settings import RulerSettings
+
+    tiny = build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    lm = build_lm(str(tiny), method="sdpa", device="cpu", dtype="float32", apply_chat_template=False)
+    task = "pbs_ruler_niah_single_2"
+    for settings in (RulerSettings([600], 2, 3), RulerSettings([900], 1, 4), RulerSettings([600], 2, 3)):
+        out = evaluate(None, tasks=[task], lm=lm, ruler=settings)
+        reqs = out["requests"]
+        assert len(reqs) == settings.samples and out["config"]["ruler"]["lengths"] == settings.lengths
+        expected = gen.generate("niah_single_2", settings.lengths[0], settings.samples, settings.seed,
+                                count_tokens=gen.hf_count_tokens(str(tiny)))
+        assert [r["prompt_sha1"] for r in reqs] == [_sha(s["input"]) for s in expected]
+        assert all(abs(r["prompt_tokens"] - settings.lengths[0]) <= 0.02 * settings.lengths[0] + 1 for r in reqs)
+    assert not [k for k in os.environ if k.startswith("PBS_RULER")]
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()

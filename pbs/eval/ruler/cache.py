@@ -2,9 +2,11 @@
 
 Generating one 32K-token sample measured with a real tokenizer takes about a second (binary search over the
 haystack size); a sweep of 40 jobs x 8 tasks x 4 lengths x 10 samples would spend most of its time there.
-:func:`cached_generate` stores each (task, length, num_samples, seed, tokenizer) set as gzipped JSON under
-``$PBS_RULER_CACHE`` (default ``$HF_HOME/pbs_ruler`` or ``~/.cache/pbs/ruler``). The key includes a hash of the
-generator's source and of the tokenizer file, so a changed generator or tokenizer never reads stale samples.
+:func:`cached_generate` stores each (task, length, num_samples, seed, tokenizer) set as gzipped JSON in
+:func:`cache_dir`. The key includes a hash of the generator's source and of the tokenizer file, so a changed
+generator or tokenizer never reads stale samples. Where the cache lives is a place, not a setting (no result depends
+on it), so like ``HF_HOME`` it may come from the environment: ``$PBS_RULER_CACHE``, else ``$HF_HOME/pbs_ruler``,
+else ``~/.cache/pbs/ruler``.
 
 Fill it ahead of a GPU run (and carry the folder):
     python -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama --lengths 4096,8192,16384,32768 --samples 10
@@ -24,6 +26,7 @@ from . import generate as gen
 
 
 def cache_dir() -> Path:
+    """The cache folder (see the module docstring)."""
     if os.environ.get("PBS_RULER_CACHE"):
         return Path(os.environ["PBS_RULER_CACHE"])
     if os.environ.get("HF_HOME"):

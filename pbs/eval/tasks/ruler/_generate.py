@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pbs.eval.ruler.generate import TASKS
-from pbs.eval.tasks._generate import stale, write_or_check
+from pbs.eval.tasks.common import stale, write_or_check
 
 HERE = Path(__file__).resolve().parent
 VERSION = "1.0"
