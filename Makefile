@@ -9,7 +9,7 @@ EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE
 	$(PY) -m experiments.eval -m model=proxy task=ruler "task.lengths=[2048]" task.samples=2 results_dir=$(RUN_DIR) \
 	hydra.sweep.dir=outputs/make-run/$$(date +%s)
 
-.PHONY: help setup run demo reproduce-tables test test-full lint clean
+.PHONY: help setup run demo reproduce-tables test test-full test-gpu lint clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,11 +40,14 @@ reproduce-tables: setup  ## rebuild results/tables/ from the committed results
 demo: setup  ## every method on structured synthetic attention inputs: density and error vs dense (CPU)
 	$(PY) scripts/demo.py
 
-test: setup  ## the test suite (CPU; Triton kernels under TRITON_INTERPRET=1)
+test: setup  ## the test suite without the slow tests (CPU; Triton kernels under TRITON_INTERPRET=1)
 	$(PY) -m pytest -q -n 2
 
-test-full: setup  ## the test suite including slow tests
-	PBS_TEST_FULL=1 $(PY) -m pytest -q -n 2
+test-full: setup  ## the test suite including the slow tests (CPU)
+	$(PY) -m pytest -q -n 2 -m "not gpu"
+
+test-gpu: setup  ## the GPU correctness tests (tests/gpu; on a CUDA machine, Triton compiled for the GPU)
+	$(PY) -m pytest -q -m gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -15,4 +15,5 @@ The Hydra app is ``experiments/bench_kernels.py`` (settings: :class:`benchmarks.
 - :mod:`benchmarks.rows`     the row schema
 - :mod:`benchmarks.targets`  the speed targets, evaluated from the rows
 - :mod:`benchmarks.report`   CSV + Markdown results, console table
+- :mod:`benchmarks.tile_sweep` our kernel's tile sizes and the planners' times on a GPU (a script)
 """
