@@ -4,7 +4,7 @@ Our Triton kernel (and, on a subset, the FlexAttention backend) against the torc
 every method and PBS permute mode, bf16 and fp16, GQA (32 query / 8 KV heads), odd lengths and Nq < Nk, D 64 and
 128; the reference runs in fp32 on the GPU. Pass: finite and relative L2 error < 1e-2 (bf16) / 2e-3 (fp16). Then
 dense equivalence at 32K: every causal tile through our kernel (PBS at threshold 1, keys permuted) against fp32
-attention, no worse than bf16 SDPA itself. (These were ``scripts/gpu_check.py``'s checks; the H100 run of them is
+attention, no worse than bf16 SDPA itself. (An H100 run of these checks, from the script they replace, is
 ``results/kernels/gpu-correctness-nvidia-h100.md``.) On a machine without CUDA they are skipped, saying so.
 """
 
