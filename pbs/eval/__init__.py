@@ -4,8 +4,9 @@
 - :mod:`pbs.eval.job`           one job of the Hydra app: model, skip-if-done, evaluate, store, wandb
 - :mod:`pbs.eval.harness`       :func:`~pbs.eval.harness.evaluate`: lm-eval with our model and tasks (imports lm_eval
   when called); :mod:`pbs.eval.summaries` turns its raw output into scores, density, prefill time
-- :mod:`pbs.eval.lm_eval_model` the lm-eval model ``pbs`` (imports lm_eval); :mod:`pbs.eval.decoding` (greedy /
-  sampled next token), :mod:`pbs.eval.model_args` (model args from strings, RoPE scaling)
+- :mod:`pbs.eval.lm_eval_model` the lm-eval model ``pbs`` (imports lm_eval); :mod:`pbs.eval.loglikelihood` (its
+  loglikelihood requests), :mod:`pbs.eval.decoding` (greedy / sampled next token), :mod:`pbs.eval.model_args` (model
+  args from strings, the method's config from them, RoPE scaling)
 - :mod:`pbs.eval.results`       the results store (one folder per run, the index); :mod:`pbs.eval.report` its tables
 - :mod:`pbs.eval.longbench`     LongBench v1 / v2: data, prompts, metrics, scoring, truncation, the v2 protocol
 - :mod:`pbs.eval.ruler`         the RULER-style suite: settings, generators, the sample cache, the KJV corpus

@@ -67,18 +67,16 @@ import logging
 import time
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-from ..config import make_config
-from ..methods import get_method
 from .decoding import Sampling, next_token, request_seed, sampling_from_gen_kwargs
 from .longbench.prompts import V2_MAXLEN, V2_PROMPT_COT_ANS, build_v2_prompt, needs_chat_template
 from .longbench.scoring import DATASETS
-from .longbench.truncation import middle_truncate, middle_truncate_ids
-from .model_args import NO_METHOD, parse_mapping, parse_value, scaled_rope_config, split_method_kwargs
+from .longbench.truncation import middle_truncate
+from .loglikelihood import LoglikelihoodRequests
+from .model_args import NO_METHOD, method_config_from_args, parse_mapping, parse_value, scaled_rope_config
 
 eval_logger = logging.getLogger(__name__)
 
@@ -103,7 +101,7 @@ def task_kind(task_name: str | None) -> tuple[str | None, str | None]:
 
 
 @register_model("pbs")
-class PBSLM(HFLM):
+class PBSLM(LoglikelihoodRequests, HFLM):
     """HFLM + ``pbs.hf.enable`` + the LongBench protocol (see the module docstring)."""
 
     def __init__(
@@ -123,7 +121,7 @@ class PBSLM(HFLM):
         **kwargs,
     ) -> None:
         method = str(method)
-        method_config, hf_kwargs = _method_config(method, method_config, kwargs)
+        method_config, hf_kwargs = method_config_from_args(method, method_config, kwargs)
         enable_kwargs = {k: parse_value(hf_kwargs.pop(k)) for k in _ENABLE_ARGS if k in hf_kwargs}
         if "max_length" in hf_kwargs:
             hf_kwargs["max_length"] = parse_value(hf_kwargs["max_length"])
@@ -363,72 +361,6 @@ class PBSLM(HFLM):
             results.append(text)
         return results
 
-    # ------------------------------------------------------------------------------------------------- loglikelihood
-
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        self._ll_meta = [(r.task_name, r.doc_id) for r in requests]
-        try:
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._ll_meta = None
-
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        """Batch 1, one forward per distinct input, ``logits_to_keep`` = the longest continuation among them."""
-        meta = getattr(self, "_ll_meta", None)
-        if meta is not None and len(meta) != len(requests):
-            meta = None
-        budget = self.max_length
-        prepared = []
-        for i, (_, ctx, cont) in enumerate(requests):
-            ctx, cut = self._fit_context(list(ctx), list(cont), int(budget))
-            inp = (ctx + cont)[:-1]
-            prepared.append((tuple(inp), cont, cut))
-        groups: dict[tuple, list[int]] = {}
-        for i, (inp, _, _) in enumerate(prepared):
-            groups.setdefault(inp, []).append(i)
-        res: list[tuple[float, bool] | None] = [None] * len(requests)
-        for inp, members in tqdm(groups.items(), disable=disable_tqdm or self.rank != 0, desc="pbs loglikelihood"):
-            keep = max(len(prepared[i][1]) for i in members)
-            inp_t = torch.tensor([inp], dtype=torch.long, device=self.device)
-            out, seconds, summary = self._prefill(inp_t, keep, use_cache=False)
-            logprobs = F.log_softmax(out.logits[0].float(), dim=-1)  # (keep, vocab)
-            del out
-            for i in members:
-                cont = prepared[i][1]
-                lp = logprobs[-len(cont):]
-                target = torch.tensor(cont, dtype=torch.long, device=lp.device)
-                greedy = bool((lp.argmax(-1) == target).all())
-                answer = (float(lp.gather(1, target[:, None]).sum()), greedy)
-                res[i] = answer
-                request_str = requests[i][0]
-                if request_str is not None:
-                    self.cache_hook.add_partial("loglikelihood", request_str, answer)
-            task, doc_id = meta[members[0]] if meta else (None, None)
-            self.request_log.append({
-                "index": self._next_index(),
-                "task": task,
-                "doc_id": doc_id,
-                "request_type": "loglikelihood",
-                "prompt_tokens": len(inp),
-                "truncated": any(prepared[i][2] for i in members),
-                "templated": False,
-                "prefill_s": seconds,
-                **self._density_fields(summary),
-                "continuations": len(members),
-            })
-        return res
-
-    @staticmethod
-    def _fit_context(ctx: list[int], cont: list[int], budget: int) -> tuple[list[int], bool]:
-        """Middle-truncate the context tokens so that ``len(ctx + cont) - 1 <= budget``; the continuation stays."""
-        room = budget - len(cont) + 1
-        if len(ctx) <= room:
-            return ctx, False
-        if room < 2:
-            raise ValueError(f"continuation of {len(cont)} tokens does not fit max_length={budget}")
-        head, tail = middle_truncate_ids(ctx, room)
-        return head + tail, True
-
 
 def _cache_of(out):
     """The KV cache of a forward's output (``cache`` in transformers >= 5.2x, ``past_key_values`` before)."""
@@ -442,25 +374,3 @@ def _find_stop(text: str, until: list[str], *, skip_leading_newlines: bool) -> i
     start = len(text) - len(text.lstrip("\n")) if skip_leading_newlines else 0
     hits = [i for i in (text.find(s, start) for s in until if s) if i >= 0]
     return min(hits) if hits else None
-
-
-def _method_config(method: str, method_config, kwargs: dict):
-    """``(the method's config object or None, the remaining model args)``: ``method_config`` as given (built once
-    upstream), or built here from the model args that are fields of the method's config (lm-eval's string form)."""
-    if method in NO_METHOD:
-        if method_config is not None:
-            raise ValueError(f"method={method!r} leaves the model untouched: method_config must be None, "
-                             f"got method_config={method_config!r}")
-        return None, dict(kwargs)
-    spec = get_method(method)
-    if method_config is None:
-        method_kwargs, hf_kwargs = split_method_kwargs(method, kwargs)
-        return make_config(spec.config_cls, method_kwargs), hf_kwargs
-    if type(method_config) is not spec.config_cls:
-        raise ValueError(f"method_config must be a {spec.config_cls.__name__} for method={method!r}, got "
-                         f"method_config={method_config!r}")
-    clash = sorted(set(kwargs) & {f.name for f in dataclasses.fields(spec.config_cls)})
-    if clash:
-        raise ValueError(f"pass the method's settings either in method_config or as model args, not both: got "
-                         f"method_config and {clash}")
-    return method_config, dict(kwargs)

@@ -7,6 +7,9 @@ import dataclasses
 import json
 from typing import Any
 
+from ..config import make_config
+from ..methods import get_method
+
 #: ``method=`` values that leave the model's attention untouched
 NO_METHOD = ("sdpa", "none", "hf")
 
@@ -40,8 +43,6 @@ def split_method_kwargs(method: str, kwargs: dict) -> tuple[dict, dict]:
     """
     if method in NO_METHOD:
         return {}, dict(kwargs)
-    from ..methods import get_method
-
     fields = {f.name for f in dataclasses.fields(get_method(method).config_cls)}
     method_kwargs = {k: parse_value(v) for k, v in kwargs.items() if k in fields}
     other = {k: v for k, v in kwargs.items() if k not in fields}
@@ -77,3 +78,25 @@ def scaled_rope_config(pretrained: str, rope_scaling: dict, **config_kwargs):
     if original:
         config.max_position_embeddings = int(float(rope_scaling["factor"]) * int(original))
     return config
+
+
+def method_config_from_args(method: str, method_config, kwargs: dict):
+    """``(the method's config object or None, the remaining model args)``: ``method_config`` as given (built once
+    upstream), or built here from the model args that are fields of the method's config (lm-eval's string form)."""
+    if method in NO_METHOD:
+        if method_config is not None:
+            raise ValueError(f"method={method!r} leaves the model untouched: method_config must be None, "
+                             f"got method_config={method_config!r}")
+        return None, dict(kwargs)
+    spec = get_method(method)
+    if method_config is None:
+        method_kwargs, hf_kwargs = split_method_kwargs(method, kwargs)
+        return make_config(spec.config_cls, method_kwargs), hf_kwargs
+    if type(method_config) is not spec.config_cls:
+        raise ValueError(f"method_config must be a {spec.config_cls.__name__} for method={method!r}, got "
+                         f"method_config={method_config!r}")
+    clash = sorted(set(kwargs) & {f.name for f in dataclasses.fields(spec.config_cls)})
+    if clash:
+        raise ValueError(f"pass the method's settings either in method_config or as model args, not both: got "
+                         f"method_config and {clash}")
+    return method_config, dict(kwargs)
