@@ -184,11 +184,11 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    tokenizer, data, source = _prepare_data(cfg, run_dir)
+    tokenizer, data, source, sizes = _prepare_data(cfg, run_dir)
     heldout = data.heldout_sampler()
     pool = BatchPool(data, run_dir / "tokenizer", cfg.data, (cfg.corpus, cfg.max_corpus_chars),
                      batch_workers(cfg.data.workers, device.type))
-    print(f"[train_proxy] corpus {source}; device {device}; {pool.workers} data workers")
+    print(f"[train_proxy] corpus {source}: {sizes}; device {device}; {pool.workers} data workers")
     model, opt = _model_and_optimizer(cfg, tokenizer, device, init=resumed is None)
     step, elapsed = (0, 0.0) if resumed is None else restore(resumed[1], model, opt)
     if resumed is not None:
@@ -226,8 +226,9 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
     return summary
 
 
-def _prepare_data(cfg: TrainProxyConfig, run_dir: Path) -> tuple[object, ProxyData, str]:
-    """Tokenizer (trained once per run dir, reloaded on resume), the encoded corpus and the batch source."""
+def _prepare_data(cfg: TrainProxyConfig, run_dir: Path) -> tuple[object, ProxyData, str, str]:
+    """Tokenizer (trained once per run dir, reloaded on resume) and the batch source over the encoded corpus;
+    the corpus's source and its size in characters and tokens."""
     from transformers import PreTrainedTokenizerFast
 
     text, source = load_corpus_text(cfg.corpus, cfg.max_corpus_chars)
@@ -244,7 +245,7 @@ def _prepare_data(cfg: TrainProxyConfig, run_dir: Path) -> tuple[object, ProxyDa
     ids = encode_corpus(tokenizer, text)
     data = ProxyData(tokenizer, lm_split(ids, cfg.data), cfg.data)
     data.sampler.verify(min(1024, cfg.curriculum[0].length))
-    return tokenizer, data, f"{source}: {len(text):,} chars -> {len(ids):,} tokens"
+    return tokenizer, data, source, f"{len(text):,} chars -> {len(ids):,} tokens"
 
 
 def _model_and_optimizer(cfg: TrainProxyConfig, tokenizer, device, init: bool):
