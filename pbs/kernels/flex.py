@@ -295,14 +295,14 @@ def _tile_indices(mask: Tensor) -> tuple[Tensor, Tensor]:
 def plan_block_mask(plan: SparsePlan, *, compiled: bool = True) -> BlockMask:
     """The ``BlockMask`` of a plan that FlexAttention can run on q, k, v as they are.
 
-    The plan must have no key or query permutation and no gathered columns, and its first query block must start
-    at a multiple of ``block_size`` (``q_offset % block_size == 0``; Nq == Nk always does). Full tiles become full
-    blocks, partial tiles partial blocks under the token causal test (query i at position q_offset + i).
+    The plan must have no key or query permutation, no gathered columns or key windows, and its first query block
+    must start at a multiple of ``block_size`` (``q_offset % block_size == 0``; Nq == Nk always does). Full tiles
+    become full blocks, partial tiles partial blocks under the token causal test (query i at position q_offset + i).
     ``compiled=False``: for eager FlexAttention, which ignores the block structure, ``mask_mod`` also applies it
     (as in :func:`flex_attend`). Use with :func:`attend_block_mask`.
     """
-    if plan.key_perm is not None or plan.query_perm is not None or plan.col_indices is not None:
-        raise ValueError("plan_block_mask needs a plan without permutations or gathered columns; "
+    if any(t is not None for t in (plan.key_perm, plan.query_perm, plan.col_indices, plan.win_starts)):
+        raise ValueError("plan_block_mask needs a plan without permutations, gathered columns or key windows; "
                          "flex_attend runs any plan")
     bs, first = plan.block_size, plan.first_q_block
     if plan.q_offset != first * bs:

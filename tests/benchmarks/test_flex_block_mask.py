@@ -38,12 +38,14 @@ def test_random_block_plan_and_its_block_mask():
     assert torch.equal(plan_block_mask(plan).to_dense().bool(), plan.block_mask())
 
 
-def test_permuted_plans_are_refused():
-    q = torch.randn(1, 2, 512, 16)
-    k = torch.randn(1, 1, 512, 16)
+def test_plans_that_rearrange_the_inputs_are_refused():
     import pbs
 
-    plan = pbs.plan(q, k, "pbs", block_size=64, segment_size=128)
-    assert plan.key_perm is not None
-    with pytest.raises(ValueError, match="without permutations"):
-        plan_block_mask(plan)
+    q = torch.randn(1, 2, 512, 16)
+    k = torch.randn(1, 1, 512, 16)
+    permuted = pbs.plan(q, k, "pbs", block_size=64, segment_size=128)
+    gathered = pbs.plan(q, k, "minference", block_size=64, vertical_size=70, slash_size=100, last_q=64)
+    assert permuted.key_perm is not None and (gathered.col_indices is not None or gathered.win_starts is not None)
+    for plan in (permuted, gathered):
+        with pytest.raises(ValueError, match="without permutations, gathered columns or key windows"):
+            plan_block_mask(plan)
