@@ -97,7 +97,6 @@ def test_untemplated_tasks_truncation_and_data_dir(tiny, tmp_path):
     assert "\n" not in samsum["generation"].lstrip("\n")  # stops at the first newline after the text starts
 
 
-@pytest.mark.slow  # 22 s; group score = mean over datasets is also checked by test_protocol_lm's Avg test
 def test_group_scores_are_plain_means(tiny, pbs_lm):
     """The synthetic category (all three datasets shipped): group score = mean of the dataset scores."""
     from pbs.eval.harness import evaluate

@@ -74,7 +74,6 @@ def test_train_resume_export(tmp_path):
     assert set(scores) == {"niah_single_1", "vt"} and all(0.0 <= v <= 1.0 for v in scores.values())
 
 
-@pytest.mark.slow  # 25 s; training, export and reload are covered by test_train_resume_export
 def test_init_from_a_saved_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
