@@ -34,7 +34,8 @@ def provenance(command: str) -> dict:
     cuda = torch.cuda.is_available()
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
-    if commit is None:  # a copy without a usable .git (e.g. a GPU box): PBS_GIT_COMMIT / PBS_GIT_DIRTY say it
+    if commit is None or os.environ.get("PBS_GIT_COMMIT"):
+        # a copy without a usable (or with a stale) .git, e.g. a GPU box: PBS_GIT_COMMIT / PBS_GIT_DIRTY say it
         commit = os.environ.get("PBS_GIT_COMMIT")
         commit = commit and commit + " (from PBS_GIT_COMMIT)"
         status = os.environ.get("PBS_GIT_DIRTY")
