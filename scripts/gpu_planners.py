@@ -82,7 +82,10 @@ def _peak_gib(fn):
 def _compare(a, b) -> dict:
     if isinstance(a, pbs.Dense) or isinstance(b, pbs.Dense):
         return {"jaccard": float("nan"), "perm_equal": float("nan"), "note": f"dense: {a!r} / {b!r}"}
-    ma, mb = a.block_mask(), b.block_mask()
+    if a.win_starts is not None or a.col_indices is not None:  # MInference: compare listed keys, not tiles
+        ma, mb = a.key_counts() > 0, b.key_counts() > 0
+    else:
+        ma, mb = a.block_mask(), b.block_mask()
     inter, union = (ma & mb).sum().item(), (ma | mb).sum().item()
     perm = float("nan")
     if a.key_perm is not None and b.key_perm is not None:
