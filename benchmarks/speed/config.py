@@ -107,9 +107,9 @@ def _default_stages() -> list[Stage]:
     return [
         Stage([LLAMA], ["sdpa_cudnn", "pbs"], _LONG),
         Stage([LLAMA], _OTHERS, _LONG),
-        Stage([LLAMA], None, [16384, 8192]),
         Stage([LLAMA], ["sdpa_cudnn", "pbs"], [32768], "generate"),
         Stage([PROXY]),
+        Stage([LLAMA], None, [16384, 8192]),
         Stage([LLAMA], ["sdpa_flash", "sdpa_efficient"], _LONG),
         Stage([QWEN3], ["sdpa_cudnn", "pbs"]),  # Table 9's layout
         Stage([QWEN3], ["sdpa_cudnn", "pbs"], [32768], "generate"),

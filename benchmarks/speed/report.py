@@ -6,6 +6,7 @@ and the paper's Table 7 layout from the kernel benchmark's CSV (``table7_markdow
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from . import paper
@@ -29,9 +30,14 @@ def _k(n: int) -> str:
 
 
 def _f(x, digits: int = 3) -> str:
+    """``digits`` significant digits, never an exponent (12345.6 -> 12346)."""
     if not finite(x):
         return "—"
-    return f"{x:.{digits}g}" if abs(x) < 1e5 else f"{x:.0f}"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
+
+
+def _short_commit(commit: str) -> str:
+    return re.sub(r"\b([0-9a-f]{7})[0-9a-f]{5,33}\b", r"\1", commit)
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -74,7 +80,7 @@ def _provenance(rows) -> list[str]:
     for r in rows:
         runs.setdefault((r["command"], r["git_commit"], r["gpu"], r["torch"], r["triton"], r["transformers"],
                          r["cuda"]), []).append(r)
-    body = [[f"`{cmd}`", commit[:7] + commit[40:] if len(commit) > 40 else commit, gpu, f"torch {t}, triton {tr}, transformers {tf}, CUDA {cu}",
+    body = [[f"`{cmd}`", _short_commit(commit), gpu, f"torch {t}, triton {tr}, transformers {tf}, CUDA {cu}",
              min(r["date_utc"] for r in rs), len(rs)]
             for (cmd, commit, gpu, t, tr, tf, cu), rs in runs.items()]
     return out + _table(["command", "commit", "GPU", "versions", "date (UTC)", "runs"], body) + [""]
@@ -248,6 +254,9 @@ def speed_plots(rows: list[dict], prefix: Path) -> list[Path]:
             else:
                 ax.set_yscale("log")
             ax.set_xscale("log", base=2)
+            ticks = sorted({x for line in ax.get_lines() for x in line.get_xdata() if x > 0})
+            ax.set_xticks(ticks, [_k(int(n)) for n in ticks])
+            ax.minorticks_off()
             ax.set_xlabel("prompt tokens")
             ax.set_ylabel("TTFT ms" if kind == "ttft" else "speedup over fastest SDPA")
             regime = mrows[0]["regime"] if mrows else ""
