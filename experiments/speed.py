@@ -1,17 +1,18 @@
-"""End-to-end prefill speed (Hydra app): time to first token per model, length, SDPA backend and method.
+r"""End-to-end prefill speed (Hydra app): time to first token per model, length, SDPA backend and method.
 
     python -m experiments.speed                                   # the whole sweep (conf/speed.yaml), CUDA
     python -m experiments.speed dry_run=true                      # the run order with predicted H200 seconds
     python -m experiments.speed only_models=[llama3.1-8b-instruct] 'only_lengths=[131072]' merge=true
 
 On the H200 device machine (no hydra there: carry the wheels from scripts/fetch_gpu_wheels.sh in .whl/), one command,
-repeated until its summary says the sweep is complete (each run stops starting work at time_budget_s, the CSV is
-merged and finished runs are skipped; copy the returned CSV into results/speed/ between commands):
+repeated until its summary says the sweep is complete (it stops starting runs at time_budget_s; the CSV lives in $OUT
+and is rewritten after every run, merged, finished runs skipped; copy the returned CSV into results/speed/ between
+commands). results/speed/README.md has the first command (with the GPU checks) and this one:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl && export PYTHONPATH=/tmp/site || exit; export PBS_GIT_COMMIT=<commit> PYTHONUNBUFFERED=1; \
-    python3 -m experiments.speed merge=true skip_done=true time_budget_s=500 progress=false; rc=$?; \
-    cp results/speed/nvidia-h200.csv results/speed/nvidia-h200.md $OUT/; exit $rc
+    cp results/speed/nvidia-h200.csv $OUT/ 2>/dev/null; \
+    python3 -m experiments.speed out_dir=$OUT merge=true skip_done=true time_budget_s=480 progress=false
 
 Settings: benchmarks.speed.config.SpeedConfig; the work is in benchmarks/speed/. Writes <out_dir>/<gpu-slug>.csv and
 .md after every run, prints a one-screen summary, exits 1 if any run failed (a failure is recorded and the sweep goes
