@@ -40,6 +40,10 @@ reproduce-tables: setup  ## rebuild results/tables/ from the committed results
 demo: setup  ## every method on structured synthetic attention inputs: density and error vs dense (CPU)
 	$(PY) scripts/demo.py
 
+.PHONY: bench-speed
+bench-speed: setup  ## end-to-end prefill speed (TTFT) per model, SDPA backend and method (CUDA; results/speed/README.md)
+	$(PY) -m experiments.speed
+
 test: setup  ## the test suite without the slow tests (CPU; Triton kernels under TRITON_INTERPRET=1)
 	$(PY) -m pytest -q -n 2
 

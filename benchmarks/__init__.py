@@ -16,4 +16,6 @@ The Hydra app is ``experiments/bench_kernels.py`` (settings: :class:`benchmarks.
 - :mod:`benchmarks.targets`  the speed targets, evaluated from the rows
 - :mod:`benchmarks.report`   CSV + Markdown results, console table
 - :mod:`benchmarks.tile_sweep` our kernel's tile sizes and the planners' times on a GPU (a script)
+- :mod:`benchmarks.speed`    the end-to-end prefill benchmark (time to first token on model architectures), the app
+  ``experiments/speed.py``
 """

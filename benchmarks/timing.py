@@ -29,12 +29,13 @@ def time_cuda(fn: Callable[[], object], warmup: int = 5, reps: int = 20, *, devi
     the timed region, synchronized before and after; inputs are not rotated. CPU (or ``device`` not CUDA):
     ``time.perf_counter`` per call. ``max_seconds`` caps the timed reps (never below ``min_reps``) from the last
     warm-up call's time, so slow variants do not take minutes, and stops the warm-up once it has taken a quarter
-    of ``max_seconds`` (after at least one call); the reps actually used are returned as ``reps``.
+    of ``max_seconds`` (after at least one call); the reps actually used are returned as ``reps``. ``warmup=0``:
+    the caller has warmed ``fn`` up (no call before the timed ones).
     """
     cuda = on_cuda(device)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     last = spent = 0.0
-    for _ in range(max(warmup, 1)):
+    for _ in range(max(warmup, 0)):
         sync()
         t0 = time.perf_counter()
         fn()

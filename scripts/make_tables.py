@@ -10,6 +10,11 @@
 - results/proxy/{scores.csv, table.md, curves.csv, accuracy_vs_density.png} and results/tables/proxy-ruler.md:
   every method on the proxy model over the RULER-style suite, from the runs in results/proxy/eval
   (scripts/proxy_report.py).
+- results/tables/table7-<gpu>.{md,png}: the paper's Table 7 layout (dense attention, permutation, selection, sparse
+  attention, total, overhead, speedup per length) from results/kernels/<gpu>.csv, beside the paper's (stacked bars).
+- results/speed/<gpu>.md, <gpu>-ttft.png, <gpu>-speedup.png and results/tables/speed-<gpu>.md: the end-to-end
+  prefill benchmark (time to first token) from results/speed/<gpu>.csv (benchmarks/speed/report.py); absent until
+  the GPU run has been made (results/speed/README.md says how).
 """
 
 from __future__ import annotations
@@ -107,6 +112,38 @@ def eval_table(index_path: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def table7(kernel_csv: Path, tables: Path) -> list[Path]:
+    """results/tables/table7-<gpu>.md and .png from the kernel benchmark's CSV (nothing if it has no PBS rows)."""
+    from benchmarks.report import read_csv
+    from benchmarks.speed.report import table7_markdown, table7_plot, table7_rows
+
+    rows = read_csv(kernel_csv)
+    if not table7_rows(rows):
+        return []
+    source = kernel_csv.relative_to(ROOT) if kernel_csv.is_relative_to(ROOT) else kernel_csv
+    md = tables / f"table7-{kernel_csv.stem}.md"
+    md.write_text(table7_markdown(rows, kernel_csv.stem, str(source)))
+    return [md, table7_plot(rows, tables / f"table7-{kernel_csv.stem}.png", kernel_csv.stem)]
+
+
+def speed_reports(speed_dir: Path, tables: Path) -> list[Path]:
+    """The speed benchmark's report and plots for every results/speed/<gpu>.csv, and a copy of the report in
+    results/tables/; none yet is not an error (the GPU run is pending)."""
+    from benchmarks.speed.report import write_report
+
+    csvs = sorted(speed_dir.glob("*.csv")) if speed_dir.is_dir() else []
+    if not csvs:
+        print(f"{speed_dir}: no speed results yet (the GPU run is pending; {speed_dir / 'README.md'} has the command)")
+        return []
+    written = []
+    for csv_path in csvs:
+        files = write_report(csv_path)
+        copy = tables / f"speed-{csv_path.stem}.md"
+        copy.write_text(files[0].read_text())
+        written += [*files, copy]
+    return written
+
+
 def main(argv=None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT / "results")
@@ -118,6 +155,8 @@ def main(argv=None) -> list[Path]:
         path = tables / f"kernels-{csv_path.stem}.md"
         path.write_text(kernel_table(csv_path))
         written.append(path)
+        written += table7(csv_path, tables)
+    written += speed_reports(args.results / "speed", tables)
     if (args.results / "index.csv").exists():
         path = tables / "eval.md"
         path.write_text(eval_table(args.results / "index.csv"))

@@ -42,6 +42,8 @@ def test_every_eval_group_option_composes(group):
 
 
 @pytest.mark.parametrize("app,override", [("bench_kernels", "reps=many"), ("bench_kernels", "rep=3"),
+                                          ("speed", "reps=many"), ("speed", "warmups=1"),
+                                          ("speed", "models.qwen3-8b.regim=fixed"),
                                           ("train_proxy", "train.lr=fast"), ("train_proxy", "model.layers=2"),
                                           ("eval", "limits=2"), ("eval", "task.sample=3"), ("eval", "task.samples=many"),
                                           ("eval", "model.max_len=9"), ("eval", "task.v2.decode=greedy")])

@@ -18,12 +18,16 @@ Works with transformers >= 4.56 (AttentionInterface + AttentionMaskInterface; te
 What the registered attention function does (queries after RoPE / q-k norm, keys and values after the cache
 update, not repeated for GQA):
 
-- prefill (q_len == kv_len > 1): ``pbs.sparse_attention`` with the method's settings;
+- prefill (q_len == kv_len > 1): ``pbs.plan`` + ``pbs.attend`` with the method's settings (what
+  ``pbs.sparse_attention`` does), without a host synchronisation: the plan's per-head densities stay on the GPU
+  until the collector is read, so a prefill forward's CPU side never waits for the GPU (on CUDA the fused planners
+  do not synchronise either);
 - decode (q_len == 1): dense attention of the one query over every cached key (never sparse);
-- chunked prefill / continued prompt (1 < q_len < kv_len): ``pbs.sparse_attention`` with Nq < Nk (the queries
-  are the last q_len positions; earlier context is kept);
+- chunked prefill / continued prompt (1 < q_len < kv_len): the same with Nq < Nk (the queries are the last q_len
+  positions; earlier context is kept);
 - padding (left or right, from the 2-D attention mask): each batch row runs on its valid keys and valid queries
-  only, as if it were alone; padded query rows get zeros;
+  only, as if it were alone; padded query rows get zeros (the row lengths are read on the host: this path
+  synchronises);
 - StaticCache (key/value buffers longer than the tokens seen so far): the mask function passes a 2-D mask of
   length ``q_offset + q_len`` (the valid length; transformers 4.x: ``cache_position[-1] + 1``), and the attention
   function slices key/value to it. With no mask at all, a ``cache_position`` kwarg (4.x) is used the same way.
@@ -33,7 +37,7 @@ holds exactly kv_len valid tokens, else the 2-D (batch, valid_len) boolean paddi
 
 Not supported (a ValueError says so): dropout > 0 (inference only), sliding-window / chunked / packed-sequence /
 bidirectional masks, soft-capping, attention sinks, position biases, non-causal modules. Gradients do not flow
-through the sparse prefill (``pbs.sparse_attention`` runs under ``torch.no_grad``); a warning says so once.
+through the sparse prefill (``pbs.plan`` / ``pbs.attend`` run under ``torch.no_grad``); a warning says so once.
 
 Settings: ``model.config.pbs = {"method", "backend", "kwargs", "short_seq_policy"}`` (written by :func:`enable`,
 saved by ``save_pretrained``); when absent, or naming another method than the implementation, the method's

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..api import sparse_attention
+from ..api import attend, plan
+from ..backends import resolve
+from ..methods import Dense
 from .stats import record_call
 
 ALIAS = "pbs"  # attn_implementation="pbs" is method "pbs"
@@ -170,44 +172,57 @@ def _forward(method, name, module, query, key, value, attention_mask, scaling, d
                     "decode: dense attention over the cache")
         return out.transpose(1, 2).contiguous(), None
 
+    backend = resolve(backend, query.device)
     run = dict(method=method, backend=backend, short_seq_policy=short_seq_policy, scale=scale,
-               return_stats=True, **method_kwargs)
+               method_kwargs=method_kwargs)
     if mask is None:
-        out, stats = sparse_attention(query, key, value, **run)
-        per_head = stats.per_head.mean(0).tolist()
-        record_call(collector, layer, path, q_len, valid_len, b, False, method, stats.backend, stats.density, per_head,
-                    stats.dense_fallback)
+        out, per_head, reason = _plan_and_attend(query, key, value, **run)
+        record_call(collector, layer, path, q_len, valid_len, b, False, method, backend, per_head.mean(),
+                    per_head.mean(0), reason)
         return out.transpose(1, 2).contiguous(), None
 
+    # padding: each row on its own valid tokens (the row lengths are read on the host: this path synchronises)
     out = query.new_zeros(b, hq, q_len, d)
-    densities, heads, reasons, stats_backend = [], [], [], backend
+    densities, heads, reasons = [], [], []
     for row in range(b):
         keys = mask[row]
         queries = keys[valid_len - q_len:]
         if not bool(queries.any()):
             continue  # every query of this row is padding: zeros
         q_sel, k_sel = _selector(queries), _selector(keys)
-        o, stats = sparse_attention(query[row:row + 1, :, q_sel], key[row:row + 1, :, k_sel],
-                                    value[row:row + 1, :, k_sel], **run)
+        o, per_head, reason = _plan_and_attend(query[row:row + 1, :, q_sel], key[row:row + 1, :, k_sel],
+                                               value[row:row + 1, :, k_sel], **run)
         out[row, :, q_sel] = o[0]
-        densities.append(stats.density)
-        heads.append(stats.per_head[0])
-        stats_backend = stats.backend
-        if stats.dense_fallback:
-            reasons.append(stats.dense_fallback)
+        densities.append(per_head.mean())
+        heads.append(per_head[0])
+        if reason:
+            reasons.append(reason)
     if densities:
-        per_head = torch.stack(heads).mean(0).tolist()
         reason = "; ".join(dict.fromkeys(reasons)) or None
-        record_call(collector, layer, path, q_len, valid_len, b, True, method, stats_backend,
-                    sum(densities) / len(densities), per_head, reason)
+        record_call(collector, layer, path, q_len, valid_len, b, True, method, backend,
+                    torch.stack(densities).mean(), torch.stack(heads).mean(0), reason)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _plan_and_attend(query, key, value, *, method, backend, short_seq_policy, scale, method_kwargs):
+    """``pbs.plan`` then ``pbs.attend`` (``pbs.sparse_attention`` without reading its stats on the host):
+    (out, per-head density (B, Hq) float64 on the inputs' device, dense-fallback reason or None). Nothing here
+    synchronises with the GPU (the fused planners do not either): the collector reads the densities later."""
+    the_plan = plan(query, key, method, scale=scale, short_seq_policy=short_seq_policy and backend == "triton",
+                    **method_kwargs)
+    out = attend(query, key, value, the_plan, scale=scale, backend=backend)
+    if isinstance(the_plan, Dense):
+        return out, torch.ones(query.shape[:2], dtype=torch.float64, device=query.device), the_plan.reason
+    return out, the_plan.density_per_head(), None
 
 
 def _normalize_mask(attention_mask, kv_len: int, cache_position) -> tuple[Tensor | None, int]:
     """(2-D bool mask of the valid length or None when nothing is padding, valid length <= kv_len)."""
     if attention_mask is None:
         valid = kv_len
-        if isinstance(cache_position, Tensor) and cache_position.numel():  # transformers 4.x passes it
+        if isinstance(cache_position, Tensor) and 0 < cache_position.numel() < kv_len:  # transformers 4.x
+            # a StaticCache buffer longer than the positions given: the valid length is read on the host. (With as
+            # many positions as keys, they can only be 0..kv_len-1: nothing to read, no synchronisation.)
             valid = min(kv_len, int(cache_position[-1]) + 1)
         return None, valid
     if not isinstance(attention_mask, Tensor) or attention_mask.dim() != 2:

@@ -120,8 +120,9 @@ def test_targets_are_evaluated_from_rows():
             row("block_sparse", "ours_sparse_d0.22", 20.0), row("block_sparse", "flex_sparse_d0.22", 30.0),
             row("methods", "pbs", 25.0, total_ms=25.0, overhead_pct=4.0, peak_mem_gib=out_gib + 0.01)]
     add_speedups(rows)
-    # 32K-128K targets with only 128K measured are "incomplete"; the 128K ones are decided
-    assert [t["status"] for t in evaluate_targets(rows)] == ["incomplete", "met", "incomplete", "met", "met"]
+    # the five Step 2 targets (the Step 8 planner targets follow): with only 128K measured the 32K-128K ones are
+    # "incomplete", the 128K ones are decided
+    assert [t["status"] for t in evaluate_targets(rows)[:5]] == ["incomplete", "met", "incomplete", "met", "met"]
     rows[-1]["overhead_pct"] = 6.0
     assert evaluate_targets(rows)[3]["status"] == "missed"
 
