@@ -20,7 +20,7 @@ import dataclasses
 import difflib
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmarks.config import BenchConfig
 from pbs.eval.config import EvalConfig, LongBenchTask, RulerTask
@@ -53,21 +53,15 @@ def to_settings(cfg: DictConfig):
         raise ValueError("; ".join(unknown))
     if "hydra" in cfg:
         cfg = cfg.copy()
-        with _open(cfg):
+        with open_dict(cfg):
             del cfg["hydra"]
     return OmegaConf.to_object(cfg)
-
-
-def _open(cfg):
-    from omegaconf import open_dict
-
-    return open_dict(cfg)
 
 
 def _unknown_keys(node: DictConfig, path: str):
     cls = OmegaConf.get_type(node)
     names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else None
-    for key in node.keys():
+    for key in node:
         if not path and key == "hydra":
             continue
         full = f"{path}.{key}" if path else str(key)

@@ -48,7 +48,7 @@ def pooled_queries(q: Tensor, query_perm: Tensor | None, seq_len_kv: int, block_
     Rows are aligned to absolute positions, so queries are laid out from the first row's start (front
     padding when Nk − Nq is not a multiple of block_size) and averaged over their real rows.
     """
-    batch, heads, nq, dim = q.shape
+    _batch, _heads, nq, dim = q.shape
     q_offset = seq_len_kv - nq
     rows = q if query_perm is None else torch.gather(q, 2, query_perm[..., None].expand(-1, -1, -1, dim))
     return block_means(rows, block_size, front=q_offset % block_size)

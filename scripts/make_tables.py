@@ -37,15 +37,15 @@ def kernel_table(csv_path: Path) -> str:
     lengths = sorted({int(r["seq_len"]) for r in rows})
     source = csv_path.relative_to(ROOT) if csv_path.is_relative_to(ROOT) else csv_path
     out = [f"# Kernel speed: {csv_path.stem} (from {source})", "",
-           "| N | cuDNN SDPA ms | flash SDPA | FlexAttention | ours, all tiles | PBS end to end (density, overhead) "
-           "| PBS vs cuDNN |", "|---|---|---|---|---|---|---|"]
+           ("| N | cuDNN SDPA ms | flash SDPA | FlexAttention | ours, all tiles | PBS end to end (density, overhead) "
+           "| PBS vs cuDNN |"), "|---|---|---|---|---|---|---|"]
     for n in lengths:
         cudnn = get("dense", "sdpa_cudnn", n)
         if cudnn is None or not cudnn["median_ms"]:
             continue
         base = float(cudnn["median_ms"])
 
-        def cell(section, variant):
+        def cell(section, variant, n=n, base=base):
             r = get(section, variant, n)
             return f"{float(r['median_ms']):.3g} ({base / float(r['median_ms']):.2f}×)" if r and r["median_ms"] else "—"
 
@@ -66,9 +66,9 @@ def eval_table(index_rows: list[dict], source: str) -> str:
 
     rows = [r for r in index_rows if r["status"] == "ok"]
     out = [f"# Evaluation runs (from {source})", "",
-           "Score: LongBench = the mean of the six category means (LongBench's README, the paper's Table 1); v2 = "
+           ("Score: LongBench = the mean of the six category means (LongBench's README, the paper's Table 1); v2 = "
            "accuracy in percent; other tasks (the RULER-style suite) = the mean task score (0-100), per length. n: "
-           "samples behind the score. The latest run of each setting.", "",
+           "samples behind the score. The latest run of each setting."), "",
            markdown_table(rows_from_index(rows)), ""]
     by_run: dict[str, list[dict]] = defaultdict(list)
     for r in rows:

@@ -117,9 +117,9 @@ def check_settings(cfg: EvalConfig) -> None:
 def run_label(cfg: EvalConfig) -> str:
     """A readable name: method, its non-default settings, the RULER lengths (or the task), e.g. ``pbs permute=none
     2K``."""
-    from .report import non_default_kwargs
-
     import dataclasses
+
+    from .report import non_default_kwargs
 
     kwargs = non_default_kwargs(cfg.method_name, dataclasses.asdict(cfg.method))
     parts = [cfg.method_name] + [f"{k}={v}" for k, v in sorted(kwargs.items())]

@@ -146,8 +146,8 @@ def _fmt(x, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """Plain text; ``settings`` are the method's non-default kwargs. A failed run shows its one-line reason."""
-    lines = [f"{'model':<16} {'method':<11} {'settings':<30} {'task':<12} {'length':>6} {'n':>5} {'score':>7} "
-             f"{'density':>8} {'prefill_ms':>10}  status"]
+    lines = [(f"{'model':<16} {'method':<11} {'settings':<30} {'task':<12} {'length':>6} {'n':>5} {'score':>7} "
+             f"{'density':>8} {'prefill_ms':>10}  status")]
     for r in rows:
         cpu = "*" if r["device"].startswith("cpu") and r["prefill_ms"] is not None else " "
         error = f"  {r['error'][:100]}" if r["status"] not in ("ok", "running") and r["error"] else ""

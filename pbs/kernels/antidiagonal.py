@@ -192,7 +192,7 @@ def _antidiag_kernel(
             # -- row epilogue --
             # [Note] rows that see no key give 0; NaN or +inf logits (a NaN or Inf in q or k) make l_i NaN, and
             # such rows give NaN (inv_fin = NaN), as the reference's softmax does: the selection then takes them whole
-            unrankable = row_real & (l_i != l_i)
+            unrankable = row_real & (l_i != l_i)  # noqa: PLR0124  (the NaN test: no isnan in triton.language)
             valid = row_real & (l_i > 0)
             m_fin = tl.where(valid, m_i, 0.0)
             inv_fin = tl.where(valid, 1.0 / tl.where(valid, l_i, 1.0), tl.where(unrankable, float("nan"), 0.0))

@@ -16,6 +16,7 @@ Selection rules (same as the torch reference, ties broken by the lower key-block
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,7 @@ def _select_kernel(
         if CREDIT:
             # a NaN or Inf score (from q or k) makes the row unrankable: it takes every candidate (as the reference)
             unrankable = tl.sum((causal & ~(tl.abs(s) < float("inf"))).to(tl.int32), 0) > 0
-            s = tl.where(s == s, s, 0.0)
+            s = tl.where(s == s, s, 0.0)  # noqa: PLR0124  (NaN -> 0: no isnan in triton.language)
             credit = tl.sum(tl.where(credited & causal, s, 0.0).to(tl.float64), 0)
         if IS_LOGITS:
             x = tl.where(cand, s, float("-inf"))
@@ -127,7 +128,7 @@ def _select_kernel(
             p = tl.where(cand, s, 0.0)
         if not CREDIT:
             unrankable = tl.sum((cand & ~(tl.abs(p) < float("inf"))).to(tl.int32), 0) > 0
-        p = tl.where(cand & (p == p) & ~unrankable, p, 0.0)
+        p = tl.where(cand & (p == p) & ~unrankable, p, 0.0)  # noqa: PLR0124  (NaN test)
         # rank by descending score, ties by ascending index: sort the scores (fp32), find the value v of the last
         # tile taken, then take every tile above v and the first tiles equal to v in index order
         if USE_BUDGET:
@@ -259,4 +260,4 @@ def _row_groups(rows: int, first: int, nkb: int, segment_blocks: int) -> list[tu
         end //= 2
         bounds.append(end)
     cuts = sorted({min(max(b - first, 0), rows) for b in bounds} | {0, rows})
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]

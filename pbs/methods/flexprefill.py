@@ -91,7 +91,7 @@ def plan_fused(q, k, cfg: FlexPrefillConfig, scale: float) -> SparsePlan | Dense
     from ..kernels.planning import plan_from_scores
     from ..kernels.vertical_slash import last_query_sums_fused
 
-    batch, heads, nq, _ = q.shape
+    _batch, _heads, nq, _ = q.shape
     nk, bs = k.shape[2], cfg.block_size
     if short := _too_short(nk, cfg):
         return short
@@ -102,7 +102,7 @@ def plan_fused(q, k, cfg: FlexPrefillConfig, scale: float) -> SparsePlan | Dense
     est = _estimate(q, k, vertical, slash, min(bs, nq), cfg, scale)
     causal = causal_blocks(nq, nk, bs, q.device)
     if cfg.budget is not None:
-        scores = lambda h0, h1: _budget_scores(q, est, nk, causal, cfg, scale, h0, h1)  # noqa: E731
+        scores = lambda h0, h1: _budget_scores(q, est, nk, causal, cfg, scale, h0, h1)
         return plan_from_scores(scores, rule=RowRule(force_sink=True, force_diagonal=True), threshold=1.0,
                                 budget=cfg.budget, scores_kind="probs", score_bytes=8 * 2**20, **common)
 

@@ -103,7 +103,7 @@ def plan_fused(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
     nq, nk, bs = q.shape[2], k.shape[2], cfg.block_size
     vertical, slash = last_query_sums_fused(q, k, cfg.last_q, scale)
     if cfg.budget is not None:
-        scores = lambda h0, h1: _tile_scores(vertical[:, h0:h1], slash[:, h0:h1], nq, nk, bs)  # noqa: E731
+        scores = lambda h0, h1: _tile_scores(vertical[:, h0:h1], slash[:, h0:h1], nq, nk, bs)
         return plan_from_scores(
             scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs,
             rule=RowRule(force_sink=True, force_diagonal=True), part_width=1, threshold=1.0, budget=cfg.budget,

@@ -82,7 +82,7 @@ def plan_fused(q, k, cfg: XAttentionConfig, scale: float) -> SparsePlan:
     if cfg.budget is not None or cfg.threshold < 1:
         from ..kernels.antidiagonal import antidiagonal_block_probs_fused
 
-        scores = lambda h0, h1: antidiagonal_block_probs_fused(  # noqa: E731
+        scores = lambda h0, h1: antidiagonal_block_probs_fused(
             q[:, h0:h1], k[:, h0 // group : h1 // group], block_size=bs, stride=cfg.stride, scale=scale,
             token_causal=True,
         )

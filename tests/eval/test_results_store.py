@@ -18,8 +18,8 @@ import pbs
 from pbs.eval import identity
 from pbs.eval.config import EvalConfig, LongBenchTask, ModelConfig, RulerTask, WandbConfig
 from pbs.eval.job import run_job
-from pbs.eval.report import report_rows
 from pbs.eval.longbench.protocol import V2Protocol
+from pbs.eval.report import report_rows
 from pbs.eval.results import RunStore, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_finished_runs_are_skipped_and_index_has_one_row_per_task(tmp_path):
 def test_run_id_changes_with_the_code_the_weights_and_the_data(tmp_path, monkeypatch):
     """A fix (a new commit, uncommitted changes), new weights or new data never reuse a finished run."""
     calls = []
-    run = lambda cfg=None: run_job(cfg or _cfg(tmp_path), command="t", group="g", evaluate=_fake_evaluate(calls))  # noqa: E731
+    run = lambda cfg=None: run_job(cfg or _cfg(tmp_path), command="t", group="g", evaluate=_fake_evaluate(calls))
     monkeypatch.setenv("PBS_GIT_COMMIT", "aaaa")
     identity.code_version.cache_clear()
     ids = [run()["run_id"]]

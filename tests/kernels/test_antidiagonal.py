@@ -140,7 +140,7 @@ def test_nan_inputs_make_the_rows_that_see_them_nan_as_the_reference():
     q, k = _inputs(1, 2, 1, 256, 256, 64, torch.float32, 17, False)
     q[0, 0, 100, 5] = math.nan  # one reshaped row of plan row 1 (block 64, stride 8)
     k[0, 0, 200, 0] = math.nan  # a key of block 3: only row 3 sees it (token causal)
-    out, ref = _assert_same_as_reference(q, k, 64, 8, None)
+    out, _ref = _assert_same_as_reference(q, k, 64, 8, None)
     nan_rows = torch.isnan(out).any(-1)  # (B, H, R)
     assert nan_rows[0, 0].tolist() == [False, True, False, True]
     assert nan_rows[0, 1].tolist() == [False, False, False, True]
