@@ -141,17 +141,18 @@ def run_job(cfg: EvalConfig, *, command: str, group: str, job_num: int = 0, eval
     from .identity import code_version, data_identity
 
     label = run_label(cfg)
-    try:
+    try:  # before a run starts: a failure here has no run id and is not stored
         check_settings(cfg)
         model_path, model_id = resolve_model(cfg.model)
-    except (SettingsError, ModelUnavailableError) as exc:
-        log.error("%s: %s", label, exc)
-        return {"run_id": None, "status": "failed", "label": label, "reason": str(exc)}
-    device = resolve_device(cfg.device, job_num)
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-    run_cfg = cfg.run_config()
-    run_cfg["identity"] = {"code": code_version(), "model": model_id, "data": data_identity(cfg.task),
-                           "numerics": {"device_type": device.type, "dtype": dtype}}
+        device = resolve_device(cfg.device, job_num)
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+        run_cfg = cfg.run_config()
+        run_cfg["identity"] = {"code": code_version(), "model": model_id, "data": data_identity(cfg.task),
+                               "numerics": {"device_type": device.type, "dtype": dtype}}
+    except Exception as exc:  # noqa: BLE001  (reported in the summary; the sweep goes on)
+        reason = str(exc) if isinstance(exc, (SettingsError, ModelUnavailableError)) else f"{type(exc).__name__}: {exc}"
+        log.error("%s: %s", label, reason)
+        return {"run_id": None, "status": "failed", "label": label, "reason": reason.splitlines()[0]}
     rid = run_id(run_cfg)
     store = RunStore(cfg.results_dir)
     if (done := _finished(store, rid, cfg, label)) is not None:

@@ -129,7 +129,7 @@ def test_code_version_of_this_checkout(monkeypatch):
     identity.code_version.cache_clear()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert version["git_commit"] == head.stdout.strip()
-    assert "git_dirty" in version
+    assert version["git_dirty"] is None or len(version["git_dirty"]) == 12  # a hash of the uncommitted code changes
 
 
 def test_a_failing_run_is_recorded_and_retried_later(tmp_path):
