@@ -7,7 +7,7 @@ TRITON := triton==3.9.0
 RUN_DIR := results/default
 EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline \
 	$(PY) -m experiments.eval -m model=proxy task=ruler "task.lengths=[2048]" task.samples=2 results_dir=$(RUN_DIR) \
-	hydra.sweep.dir=outputs/make-run/$$(date +%s)
+	name=make-run hydra.sweep.dir=outputs/make-run/$$(date +%s)
 
 .PHONY: help setup run demo reproduce-tables test test-full test-gpu lint clean
 
@@ -53,5 +53,8 @@ test-full: setup  ## the test suite including the slow tests (CPU)
 test-gpu: setup  ## the GPU correctness tests (tests/gpu; on a CUDA machine, Triton compiled for the GPU)
 	$(PY) -m pytest -q -m gpu
 
-clean:
-	rm -rf $(VENV) .pytest_cache
+lint: setup  ## ruff check (settings: pyproject.toml [tool.ruff])
+	$(PY) -m ruff check .
+
+clean:  ## remove .venv, caches and outputs/ (runs outside results/), and make run's results/default
+	rm -rf $(VENV) .pytest_cache .ruff_cache outputs $(RUN_DIR)

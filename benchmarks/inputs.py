@@ -34,7 +34,7 @@ def random_block_plan(batch: int, heads: int, kv_heads: int, seq_len: int, block
     forced = causal & ((rows[None, :] == rows[:, None]) | (rows[None, :] == 0))
     free = causal & ~forced
     n_free, n_forced, total = int(free.sum()), int(forced.sum()), t * (t + 1) // 2
-    want = min(max(int(round(density * total)) - n_forced, 0), n_free)
+    want = min(max(round(density * total) - n_forced, 0), n_free)
     mask = forced.expand(batch, heads, t, t).clone()
     if want > 0:
         gen = torch.Generator(device=device).manual_seed(seed)

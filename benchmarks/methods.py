@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -66,7 +67,7 @@ def method_breakdown(q: Tensor, k: Tensor, v: Tensor, method: str, kwargs: dict 
             res["plan_peak_gib"] = peak_mem_gib(make_plan, device)
 
             step = "attention"
-            res["attention_ms"] = time_cuda(lambda: pbs.attend(q, k, v, result, backend=kernel_backend),
+            res["attention_ms"] = time_cuda(functools.partial(pbs.attend, q, k, v, result, backend=kernel_backend),
                                             **timing)["median_ms"]
             fused = not isinstance(result, Dense) and result.planner == "triton"
             del result

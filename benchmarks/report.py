@@ -99,8 +99,8 @@ def write_results(rows: list[dict], prov: dict, out_dir: str | os.PathLike, merg
     lines += [f"{key}: {value}" for key, value in prov.items()]
     lines += ["```", ""]
     if kept_lengths:
-        lines += [f"Rows for N = {kept_lengths} were kept from an earlier run in this CSV (merge=true); the "
-                  "provenance above is the latest command's.", ""]
+        lines += [(f"Rows for N = {kept_lengths} were kept from an earlier run in this CSV (merge=true); the "
+                  "provenance above is the latest command's."), ""]
     lines += _inputs_section(rows[0] if rows else {}, cfg, on_gpu=prov["gpu"] != "cpu")
     for section, cols in _SECTION_COLUMNS.items():
         sec_rows = [r for r in rows if r["section"] == section]
@@ -122,23 +122,23 @@ def _inputs_section(first: dict, cfg: BenchConfig, on_gpu: bool) -> list[str]:
     return [
         "## Inputs",
         "",
-        f"- Structured synthetic attention inputs ({builder}): batch {first.get('batch')}, "
+        (f"- Structured synthetic attention inputs ({builder}): batch {first.get('batch')}, "
         f"{first.get('q_heads')} query heads, "
         f"{first.get('kv_heads')} KV heads (GQA), head_dim {first.get('head_dim')}, {first.get('dtype')}, seed "
         f"{cfg.seed}; planted patterns with logit strengths (pre-softmax, after the 1/sqrt(D) scale): sink at "
         f"token 0 +{s['sink_logit']}, local window +{s['local_logit']} at distance 0 (falling off over ~100 tokens), "
         f"scattered heavy hitters +{s['heavy_logit']} on a fraction {s['heavy_fraction']} of the keys, long-range "
-        f"recency +{s.get('recency_logit', 0.0)} (0 = off); Gaussian noise std {s['noise']}.",
-        "- Causal prefill, Nq = Nk = N. Dense causal FLOPs = 4·B·Hq·D·N(N+1)/2; `TFLOP/s dense-equiv` = that / "
+        f"recency +{s.get('recency_logit', 0.0)} (0 = off); Gaussian noise std {s['noise']}."),
+        ("- Causal prefill, Nq = Nk = N. Dense causal FLOPs = 4·B·Hq·D·N(N+1)/2; `TFLOP/s dense-equiv` = that / "
         "time, "
-        "`TFLOP/s computed` = dense-equiv × block density.",
-        f"- `block_sparse`: random causal block masks (block {cfg.block_size}), diagonal tile and key block 0 "
+        "`TFLOP/s computed` = dense-equiv × block density."),
+        (f"- `block_sparse`: random causal block masks (block {cfg.block_size}), diagonal tile and key block 0 "
         "always on, other causal tiles chosen uniformly at random per head to hit the target density; the same "
         "SparsePlan runs on our kernel (`ours_sparse_d<target>`), through our FlexAttention backend "
         "(`flex_sparse_d<target>`: `pbs.attend(..., backend=\"flex\")`, which converts the plan to a BlockMask inside "
         "each call) and through compiled FlexAttention on a BlockMask built once outside the timed call "
         "(`flexmask_sparse_d<target>`: the kernel alone, `pbs.kernels.flex.plan_block_mask` + `attend_block_mask`). "
-        "The `density` column is the plan's measured tile density.",
+        "The `density` column is the plan's measured tile density."),
         "- `methods`: end to end = `pbs.sparse_attention(method, backend=..., planner=...)`; plan = `pbs.plan` "
         "alone (the `planner` column says which planner built it: `triton` = fused kernels, `torch` = the PyTorch "
         "reference, with the reason), attn = `pbs.attend` on the prebuilt plan, perm = PBS's permutation step "
@@ -146,13 +146,13 @@ def _inputs_section(first: dict, cfg: BenchConfig, on_gpu: bool) -> list[str]:
         "`pbs.plan` alone (its plan included). Kwargs: "
         + ", ".join(f"`{n}` = {method_kwargs(cfg, n)[0]} {method_kwargs(cfg, n)[1] or '(defaults)'}"
                     for n in cfg.methods) + ".",
-        f"- Timing: {timer}, median (p10/p90) of up to {cfg.reps} reps after {cfg.warmup} warm-up call(s) "
+        (f"- Timing: {timer}, median (p10/p90) of up to {cfg.reps} reps after {cfg.warmup} warm-up call(s) "
         f"(reps capped so that a measurement takes about <= {cfg.max_seconds_per_measurement} s, but at "
         f"least {min(5, cfg.reps)}; warm-up stopped after a quarter of that). Speedups are against the fastest "
         "dense SDPA "
         "backend at the same N in the same run (`_kvrep` = that backend on K/V repeated to the query heads, run "
         "only when it rejects enable_gqa). Peak memory: max allocated during one call minus allocated before it "
-        "(the output included).",
+        "(the output included)."),
         "",
     ]
 

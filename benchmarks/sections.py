@@ -13,6 +13,7 @@ Speedups are against the fastest dense SDPA backend at the same sequence length 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -107,9 +108,9 @@ def _block_sparse_section(cfg, q, k, v, seq_len, status) -> list[dict]:
             row["density"] = density
             try:
                 if name == "ours_sparse":
-                    fn = lambda: pbs.attend(q, k, v, plan, scale=scale, backend=cfg.kernel_backend)  # noqa: E731
+                    fn = functools.partial(pbs.attend, q, k, v, plan, scale=scale, backend=cfg.kernel_backend)
                 elif name == "flex_sparse":  # our flex backend: plan -> BlockMask inside each call
-                    fn = lambda: pbs.attend(q, k, v, plan, scale=scale, backend="flex")  # noqa: E731
+                    fn = functools.partial(pbs.attend, q, k, v, plan, scale=scale, backend="flex")
                 else:  # FlexAttention alone: the BlockMask built once, outside the timed call
                     fn = flex_prebuilt_fn(q, k, v, plan, scale, cfg.flex_compile)
             except Exception as exc:  # noqa: BLE001

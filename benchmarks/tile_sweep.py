@@ -15,6 +15,7 @@ The GPU correctness checks that used to live here are tests: ``pytest -m gpu`` (
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -23,6 +24,14 @@ import torch
 import pbs
 from pbs.backends import dense_plan
 from pbs.synthetic import Structure, structured_qkv
+
+
+def _sdpa(backend, q, k, v):
+    """Dense causal SDPA on one backend (cuDNN, flash)."""
+    from torch.nn.attention import sdpa_kernel
+
+    with sdpa_kernel(backend):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
 
 def _events(fn, reps=20, warmup=5):
@@ -49,7 +58,7 @@ def _plan(method, kwargs, q, k):
 
 
 def tiles(log):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import SDPBackend
 
     from pbs.kernels.block_sparse_attn import pbs_attn_fwd
 
@@ -60,10 +69,7 @@ def tiles(log):
         flops = 4 * 32 * 128 * n * (n + 1) / 2
         for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
             try:
-                def fn():
-                    with sdpa_kernel(backend):
-                        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                ms = _events(fn)
+                ms = _events(functools.partial(_sdpa, backend, q, k, v))
                 rows.append(dict(n=n, variant=name, ms=ms, tflops=flops / ms / 1e9))
                 log(f"N={n} sdpa-{name}: {ms:.3f} ms {flops / ms / 1e9:.0f} TFLOP/s")
             except Exception as e:  # noqa: BLE001
@@ -73,7 +79,7 @@ def tiles(log):
         for label, plan in (("dense", dense), ("pbs", sparse)):
             for bm, bn, w, s in configs:
                 try:
-                    ms = _events(lambda: pbs_attn_fwd(q, k, v, plan, 128**-0.5, bm, bn, w, s))
+                    ms = _events(functools.partial(pbs_attn_fwd, q, k, v, plan, 128**-0.5, bm, bn, w, s))
                 except Exception as e:  # noqa: BLE001
                     log(f"N={n} {label} {bm}x{bn} w{w} s{s}: failed {type(e).__name__}: {str(e)[:120]}")
                     continue
@@ -92,9 +98,9 @@ def planners(log):
         for method, kw in (("pbs", {}), ("pbs", dict(permute="none")), ("pbs", dict(scoring="antidiagonal")),
                            ("meanpool", {}), ("xattention", {}), ("minference", {}), ("flexprefill", {})):
             try:
-                ms = _events(lambda: _plan(method, kw, q, k), reps=5, warmup=2)
+                ms = _events(functools.partial(_plan, method, kw, q, k), reps=5, warmup=2)
                 plan = _plan(method, kw, q, k)
-                att = _events(lambda: pbs.attend(q, k, v, plan, backend="triton"), reps=5, warmup=2)
+                att = _events(functools.partial(pbs.attend, q, k, v, plan, backend="triton"), reps=5, warmup=2)
             except Exception as e:  # noqa: BLE001
                 log(f"N={n} {method} {kw}: failed {type(e).__name__}: {str(e)[:160]}")
                 torch.cuda.empty_cache()
@@ -127,7 +133,7 @@ def windows(log):
                     out = pbs.attend(q, k, v, plan, backend=backend)
                     row[f"{backend}_rel_err"] = err = _rel(out, ref)
                     row[f"{backend}_ok"] = bool(torch.isfinite(out).all()) and err < 1e-2
-            row["attn_ms"] = _events(lambda: pbs.attend(q, k, v, plan, backend="triton"), reps=10, warmup=3)
+            row["attn_ms"] = _events(functools.partial(pbs.attend, q, k, v, plan, backend="triton"), reps=10, warmup=3)
             rows.append(row)
             log(f"minference {layout} Nq={nq} Nk={nk}: " + ", ".join(
                 f"{key}={val:.3g}" if isinstance(val, float) else f"{key}={val}" for key, val in row.items()
@@ -143,7 +149,7 @@ def profile(log):
     from torch.profiler import profile as torch_profile
 
     n = 131072
-    q, k, v = structured_qkv(1, 32, 8, n, 128, seed=3, dtype=torch.bfloat16, device="cuda")
+    q, k, _v = structured_qkv(1, 32, 8, n, 128, seed=3, dtype=torch.bfloat16, device="cuda")
     for kw in ({}, dict(permute="none")):
         _plan("pbs", kw, q, k)
         torch.cuda.synchronize()

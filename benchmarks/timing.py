@@ -78,7 +78,7 @@ def _percentile(values: list[float], pct: float) -> float:
     if len(s) == 1:
         return s[0]
     pos = (len(s) - 1) * pct / 100
-    lo = int(math.floor(pos))
+    lo = math.floor(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 

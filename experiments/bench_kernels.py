@@ -13,12 +13,12 @@ import shlex
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from benchmarks.config import BenchConfig
 from benchmarks.report import format_table, write_results
 from benchmarks.sections import run_benchmark
-from experiments._schema import register_schemas
+from experiments._schema import register_schemas, to_settings
 from pbs.provenance import provenance
 
 register_schemas()
@@ -26,7 +26,7 @@ register_schemas()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench_kernels")
 def main(cfg: DictConfig) -> None:
-    settings: BenchConfig = OmegaConf.to_object(cfg)
+    settings: BenchConfig = to_settings(cfg)
     overrides = HydraConfig.get().overrides.task
     command = " ".join(["python -m experiments.bench_kernels", *map(shlex.quote, overrides)])
     rows = run_benchmark(settings)

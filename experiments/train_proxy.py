@@ -8,9 +8,9 @@ python -m experiments.train_proxy run_dir=/tmp/proxy resume=true
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments._schema import register_schemas
+from experiments._schema import register_schemas, to_settings
 from pbs.train.proxy import train
 
 register_schemas()
@@ -18,7 +18,7 @@ register_schemas()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_proxy")
 def main(cfg: DictConfig) -> None:
-    train(OmegaConf.to_object(cfg))
+    train(to_settings(cfg))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from .backends import resolve, run_dense, run_plan
+from .backends import check_triton_device, resolve, run_dense, run_plan
 from .config import make_config
 from .methods import Dense, NotFused, get_method
 from .plan import SparsePlan
@@ -67,6 +67,11 @@ def plan(
 
     The plan can be printed (density, shapes, block size, permutations, planner) and reused for any number of
     :func:`attend` calls with the same q/k shapes (e.g. repeated timing, or layers that share it).
+
+    Edge cases (the same for every method): an empty input (B, Hq or Nq = 0) gives ``Dense`` saying so;
+    head_dim 0, meta tensors and ``planner="triton"`` on a device Triton cannot run on raise ``ValueError``. A NaN
+    or Inf in q or k makes the scores of every row that sees it non-finite; such a row (a head, for MInference's
+    and FlexPrefill's estimate) computes all its causal tiles, so the value reaches the output as in SDPA.
     """
     _check_inputs(q, k, k)
     scale = _check_scale(scale, q)
@@ -76,6 +81,10 @@ def plan(
         raise ValueError(f"planner must be one of {list(PLANNERS)}, got planner={planner!r}")
     if planner == "auto":
         planner = "triton" if q.device.type == "cuda" else "torch"
+    elif planner == "triton" and spec.fused_plan is not None:
+        check_triton_device("planner", q.device)
+    if _is_empty(q):
+        return Dense(f"empty input (q.shape={tuple(q.shape)}): nothing to compute")
     if short_seq_policy and q.device.type == "cuda":
         reason = dense_reason(method, k.shape[2], q.device, "triton")
         if reason:
@@ -97,11 +106,14 @@ def attend(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan | Dense, *, scale: 
     """Causal attention of q over k, v restricted to ``plan`` (dense causal attention for ``Dense``).
 
     q (B, Hq, Nq, D); k, v (B, Hkv, Nk, D); returns (B, Hq, Nq, D) in q's dtype. ``backend`` as for
-    :func:`sparse_attention`. The plan must have been made for these shapes.
+    :func:`sparse_attention`. The plan must have been made for these shapes. Edge cases as for :func:`plan`: an
+    empty input returns an empty output.
     """
     _check_inputs(q, k, v)
     scale = _check_scale(scale, q)
     backend = resolve(backend, q.device)
+    if _is_empty(q):
+        return q.new_zeros(q.shape)
     with torch.no_grad():
         if isinstance(plan, Dense):
             return run_dense(q, k, v, scale, backend)
@@ -169,10 +181,17 @@ def sparse_attention(
         at or before its own that its block's plan lists; keys permuted inside the diagonal segment are masked
         per token on original positions. A row that sees no key returns zeros.
 
+    Edge cases (one rule for every method): an empty input (B, Hq or Nq = 0) returns an empty output of q's shape,
+        with ``stats.density`` NaN and ``stats.dense_fallback`` saying so. NaN/Inf in q or k propagate as in SDPA:
+        a row whose estimated scores are not finite (a head, for MInference's and FlexPrefill's estimate)
+        computes every causal tile, so exactly SDPA's rows come out non-finite; a NaN in v reaches the rows that
+        compute its tile.
+
     Raises:
         ValueError: naming the argument and its value, for wrong ranks, mismatched batch/head_dim/dtype/device,
-            Hq not a multiple of Hkv, Nq > Nk, an unknown method, backend, planner or kwarg, or an invalid kwarg
-            value.
+            head_dim 0, meta tensors (planning reads the values), Hq not a multiple of Hkv, Nq > Nk, an unknown
+            method, backend, planner or kwarg, an invalid kwarg value, or ``backend``/``planner="triton"`` on a
+            device Triton cannot run on (not CUDA, and TRITON_INTERPRET is not set).
 
     Example:
         >>> out, stats = pbs.sparse_attention(q, k, v, method="pbs", threshold=0.9, return_stats=True)
@@ -189,13 +208,13 @@ def sparse_attention(
     if not return_stats:
         return out
     if isinstance(the_plan, Dense):
-        per_head = torch.ones(q.shape[0], q.shape[1], dtype=torch.float64)
+        per_head = torch.full((q.shape[0], q.shape[1]), math.nan if _is_empty(q) else 1.0, dtype=torch.float64)
         sparse, reason = None, the_plan.reason
     else:
         per_head = the_plan.density_per_head().cpu()
         sparse, reason = the_plan, None
     stats = AttentionStats(
-        density=float(per_head.mean()),
+        density=float(per_head.mean()) if per_head.numel() else math.nan,
         per_head=per_head,
         method=method,
         dense_fallback=reason,
@@ -230,13 +249,17 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"q, k, v must share one dtype, got q.dtype={q.dtype}, k.dtype={k.dtype}, v.dtype={v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got q.device={q.device}, k.device={k.device}, v.device={v.device}")
+    if q.device.type == "meta":
+        raise ValueError(f"q, k, v must hold values (planning and attention read them), got q.device={q.device}")
     if k.shape != v.shape:
         raise ValueError(f"k and v must have the same shape, got k.shape={tuple(k.shape)}, v.shape={tuple(v.shape)}")
     if q.shape[0] != k.shape[0]:
         raise ValueError(f"batch sizes differ: q.shape[0]={q.shape[0]}, k.shape[0]={k.shape[0]}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"head_dim differs: q.shape[-1]={q.shape[-1]}, k.shape[-1]={k.shape[-1]}")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+    if q.shape[-1] == 0:
+        raise ValueError(f"head_dim must be >= 1, got q.shape[-1]={q.shape[-1]}")
+    if (k.shape[1] == 0 and q.shape[1] > 0) or (k.shape[1] and q.shape[1] % k.shape[1]):
         raise ValueError(
             f"the number of query heads must be a multiple of the KV heads, got q.shape[1]={q.shape[1]}, "
             f"k.shape[1]={k.shape[1]}"
@@ -244,5 +267,8 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     if q.shape[2] > k.shape[2]:
         raise ValueError(f"Nq must be <= Nk (queries are the last Nq positions), got q.shape[2]={q.shape[2]}, "
                          f"k.shape[2]={k.shape[2]}")
-    if q.shape[2] == 0:
-        raise ValueError(f"Nq must be >= 1, got q.shape[2]={q.shape[2]}")
+
+
+def _is_empty(q: Tensor) -> bool:
+    """No query to compute: B, Hq or Nq is 0."""
+    return q.shape[0] == 0 or q.shape[1] == 0 or q.shape[2] == 0

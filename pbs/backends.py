@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 from torch import Tensor
 
@@ -12,12 +15,31 @@ BACKENDS = ("auto", "torch", "triton", "flex")
 
 
 def resolve(backend: str, device: torch.device) -> str:
-    """The backend that will run: ``auto`` is triton on CUDA, torch elsewhere."""
+    """The backend that will run: ``auto`` is triton on CUDA, torch elsewhere; ``triton`` elsewhere than on CUDA
+    needs Triton's CPU interpreter (a ValueError otherwise)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got backend={backend!r}")
     if backend == "auto":
         return "triton" if device.type == "cuda" else "torch"
+    if backend == "triton":
+        check_triton_device("backend", device)
     return backend
+
+
+def triton_interpreter() -> bool:
+    """Triton's CPU interpreter is on (``TRITON_INTERPRET=1``, set before triton is imported)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on", "y")
+
+
+def check_triton_device(arg: str, device: torch.device) -> None:
+    """A ValueError naming ``arg`` (``backend`` or ``planner``) unless Triton kernels can run on ``device``."""
+    if importlib.util.find_spec("triton") is None:
+        raise ValueError(f"{arg}='triton' needs the triton package (pip install triton); use {arg}='torch'")
+    if device.type != "cuda" and not triton_interpreter():
+        raise ValueError(
+            f"{arg}='triton' runs on CUDA devices, got q.device={device}; use {arg}='torch' (or 'auto'), or set "
+            f"TRITON_INTERPRET=1 before triton is imported to run the Triton kernels on the CPU (slow, for tests)"
+        )
 
 
 def run_plan(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, scale: float, backend: str) -> Tensor:

@@ -74,7 +74,7 @@ def pooled_keys(k: Tensor, key_perm: Tensor | None, heads: int, block_size: int)
 
     k: (B, Hkv, Nk, D); key_perm: (B, Hp, Nk) or None. A partial last block is averaged over its real keys.
     """
-    batch, kv_heads, nk, dim = k.shape
+    _batch, kv_heads, _nk, dim = k.shape
     hp = kv_heads if key_perm is None else key_perm.shape[1]
     if key_perm is None:
         pooled = block_means(k, block_size)
@@ -123,7 +123,7 @@ def query_permutation(
     blocks share a query block. Queries in the first segment, in a segment only partly inside the query
     range, or in the tail keep their place.
     """
-    batch, heads, nq, dim = q.shape
+    batch, heads, nq, _dim = q.shape
     nk = k.shape[2]
     q_offset = nk - nq
     centroids = torch.nn.functional.normalize(pooled_keys(k, key_perm, heads, block_size), dim=-1)  # (B,H,T,D)

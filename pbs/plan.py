@@ -130,7 +130,7 @@ class SparsePlan:
         positions they hold. ``col_indices`` (B, H, R, C) with ``col_valid`` adds gathered columns, and
         ``win_starts`` (B, H, R, W) with ``win_valid`` key windows (kept in their given order).
         """
-        batch, heads, rows, nkb = block_mask.shape
+        batch, heads, _rows, _nkb = block_mask.shape
         visible, full = tile_visibility(key_perm, query_perm, batch, heads, num_kv_heads, seq_len_q, seq_len_kv,
                                         block_size, block_mask.device)
         mask = block_mask & visible

@@ -15,7 +15,7 @@ import torch
 def _git(*args: str) -> str | None:
     try:
         res = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
-                             text=True, timeout=10)
+                             text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() if res.returncode == 0 else None

@@ -1,7 +1,8 @@
 """Block scores: the estimated share of attention mass in each (query block, key block) tile.
 
 Every scorer returns (B, H, R, T) float32 probabilities over the ``allowed`` tiles of each plan row (rows sum to
-1, or to 0 when nothing is allowed or the row is all-NaN). Rows follow the plan's absolute block alignment
+1, or to 0 when nothing is allowed). A row that sees a NaN or Inf in q or k scores NaN: the selection then computes
+every tile of it (``pbs.selection``), so the non-finite value reaches the output as in SDPA. Rows follow the plan's absolute block alignment
 (``pbs.plan``); key blocks are in permuted-slot space when a ``key_perm`` is given.
 """
 
@@ -35,9 +36,10 @@ def same_segment(seq_len_q: int, seq_len_kv: int, block_size: int, segment_size:
 
 
 def masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
-    """fp32 softmax over the last dim restricted to ``allowed``; rows with nothing allowed (or NaN) give 0."""
+    """fp32 softmax over the last dim restricted to ``allowed``; rows with nothing allowed give 0, rows with a NaN
+    or +inf logit NaN (propagated, never zeroed)."""
     probs = torch.softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
-    return torch.nan_to_num(probs, nan=0.0)
+    return probs.masked_fill(~allowed.any(-1, keepdim=True), 0.0)
 
 
 def pooled_queries(q: Tensor, query_perm: Tensor | None, seq_len_kv: int, block_size: int) -> Tensor:
@@ -46,7 +48,7 @@ def pooled_queries(q: Tensor, query_perm: Tensor | None, seq_len_kv: int, block_
     Rows are aligned to absolute positions, so queries are laid out from the first row's start (front
     padding when Nk − Nq is not a multiple of block_size) and averaged over their real rows.
     """
-    batch, heads, nq, dim = q.shape
+    _batch, _heads, nq, dim = q.shape
     q_offset = seq_len_kv - nq
     rows = q if query_perm is None else torch.gather(q, 2, query_perm[..., None].expand(-1, -1, -1, dim))
     return block_means(rows, block_size, front=q_offset % block_size)
@@ -139,11 +141,10 @@ def antidiagonal_block_probs(
             row_pos = torch.arange(r0 * per_block, r1 * per_block, device=q.device) + first * per_block
             ok = ok & (key_pos[None, :] <= row_pos[:, None])
         probs = masked_softmax(logits, ok)  # (B, H, m, N/s)
-        probs = probs * row_real[r0 * per_block : r1 * per_block, None]
+        probs = probs.masked_fill(~row_real[r0 * per_block : r1 * per_block, None], 0.0)
         tile = probs.view(batch, heads, r1 - r0, per_block, nkb, per_block).sum(dim=(3, 5))
         out[:, :, r0:r1] = tile
-    total = out.sum(-1, keepdim=True)
-    return torch.where(total > 0, out / total.clamp(min=1e-30), torch.zeros_like(out))
+    return _normalise(out)
 
 
 def exact_block_mass(
@@ -187,6 +188,10 @@ def exact_block_mass(
         out[:, :, row] = mass
     if allowed.dim() == 2:
         allowed = allowed.expand(batch, heads, rows, nkb)
-    out = out * allowed
+    return _normalise(out.masked_fill(~allowed, 0.0))
+
+
+def _normalise(out: Tensor) -> Tensor:
+    """Rows divided by their sum; all-zero rows stay 0 and NaN rows stay NaN."""
     total = out.sum(-1, keepdim=True)
-    return torch.where(total > 0, out / total.clamp(min=1e-30), torch.zeros_like(out))
+    return torch.where(total == 0, torch.zeros_like(out), out / total.clamp(min=1e-30))

@@ -88,7 +88,7 @@ def structured_qkv(
     heavy_amp = structure.heavy_logit / (scale * q_amp)
     sink_amp = structure.sink_logit / (scale * q_amp)
     q[..., used:] += q_amp * u.repeat_interleave(group, dim=1)[:, :, None, :]
-    n_heavy = max(1, int(round(structure.heavy_fraction * seq_len)))
+    n_heavy = max(1, round(structure.heavy_fraction * seq_len))
     heavy = torch.randperm(seq_len, generator=gen, device=device)[:n_heavy]
     k[:, :, heavy, used:] += heavy_amp * u[:, :, None, :]
     k[:, :, 0, used:] += sink_amp * u

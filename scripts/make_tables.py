@@ -4,9 +4,11 @@
 
 - results/tables/kernels-<gpu>.md: dense backends, our kernel and PBS end to end per length, from
   results/kernels/<gpu>.csv (ratios against cuDNN SDPA measured in the same run).
-- results/tables/eval.md: per (model, method, kwargs) LongBench's category means and "Avg" (their mean, as Table 1),
-  LongBench v2 accuracy per protocol, the mean of any other tasks, density and prefill time, then every task's
-  score, from results/index.csv (the evaluation runs' index), with the run ids they come from.
+- results/tables/eval.md: the evaluation runs placed in results/eval/ (``python -m experiments.eval ...
+  results_dir=results/eval``, then committed): per run and benchmark the score with model, task, length and n,
+  LongBench's category means and "Avg" (their mean, as Table 1), every task's score, with the run ids.
+
+Only committed files are read (in a git checkout): runs of your own in results/ do not leak into the tables.
 - results/proxy/{scores.csv, table.md, curves.csv, accuracy_vs_density.png} and results/tables/proxy-ruler.md:
   every method on the proxy model over the RULER-style suite, from the runs in results/proxy/eval
   (scripts/proxy_report.py).
@@ -40,15 +42,15 @@ def kernel_table(csv_path: Path) -> str:
     lengths = sorted({int(r["seq_len"]) for r in rows})
     source = csv_path.relative_to(ROOT) if csv_path.is_relative_to(ROOT) else csv_path
     out = [f"# Kernel speed: {csv_path.stem} (from {source})", "",
-           "| N | cuDNN SDPA ms | flash SDPA | FlexAttention | ours, all tiles | PBS end to end (density, overhead) "
-           "| PBS vs cuDNN |", "|---|---|---|---|---|---|---|"]
+           ("| N | cuDNN SDPA ms | flash SDPA | FlexAttention | ours, all tiles | PBS end to end (density, overhead) "
+           "| PBS vs cuDNN |"), "|---|---|---|---|---|---|---|"]
     for n in lengths:
         cudnn = get("dense", "sdpa_cudnn", n)
         if cudnn is None or not cudnn["median_ms"]:
             continue
         base = float(cudnn["median_ms"])
 
-        def cell(section, variant):
+        def cell(section, variant, n=n, base=base):
             r = get(section, variant, n)
             return f"{float(r['median_ms']):.3g} ({base / float(r['median_ms']):.2f}×)" if r and r["median_ms"] else "—"
 
@@ -61,54 +63,43 @@ def kernel_table(csv_path: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def eval_table(index_path: Path) -> str:
-    """Two tables from the evaluation index: per (model, method, kwargs) the headline scores (LongBench: the six
-    category means and "Avg", their mean, as Table 1; LongBench v2 accuracy per protocol; the mean of other tasks),
-    then every task's score."""
+def eval_table(index_rows: list[dict], source: str) -> str:
+    """Markdown from the evaluation runs' index rows: per run and benchmark the score with model, task, length and
+    n (``pbs.eval.report``); LongBench's six category means and "Avg" (their mean, as Table 1); every task's score."""
     from pbs.eval.longbench.scoring import CATEGORIES, CATEGORY_TITLES
-    from pbs.eval.report import run_scores
+    from pbs.eval.report import markdown_table, rows_from_index
 
-    rows = [r for r in csv.DictReader(index_path.open()) if r["status"] == "ok" and r["score"]]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["model"], r["method"], r["method_kwargs"])].append(r)
-    task_rows = [r for r in rows if r.get("level") in (None, "", "task")]
-    tasks = sorted({r["task"] for r in task_rows})
-    headline = {key: run_scores(rs) for key, rs in groups.items()}
-    v2_keys = sorted({k for h in headline.values() for k in h if k.startswith("pbs_longbench_v2")})
-    has_other = any("other" in h for h in headline.values())
-    source = index_path.relative_to(ROOT) if index_path.is_relative_to(ROOT) else index_path
-    cats = [c for c in CATEGORIES if any(r["task"] == f"pbs_longbench_{c}" for r in rows)]
-    cols = ([CATEGORY_TITLES[c] for c in cats] + (["LongBench Avg"] if any("longbench" in h for h in headline.values())
-            else []) + v2_keys + (["other tasks (mean)"] if has_other else []))
+    rows = [r for r in index_rows if r["status"] == "ok"]
     out = [f"# Evaluation runs (from {source})", "",
-           "LongBench Avg is the mean of the category means (LongBench's README, the paper's Table 1); v2 columns are "
-           "accuracy in percent.", "",
-           "| model | method | kwargs | " + " | ".join(cols) + " | density | prefill ms | runs |",
-           "|---|---|---|" + "---|" * len(cols) + "---|---|---|"]
-
-    def fmt(value) -> str:
-        return "—" if value is None else f"{value:.2f}"
-
-    for key, rs in sorted(groups.items()):
-        model, method, kwargs = key
-        cat_means = {r["task"]: float(r["score"]) for r in rs if r.get("level") == "category"}
-        h = headline[key]
-        cells = [fmt(cat_means.get(f"pbs_longbench_{c}")) for c in cats]
-        if "LongBench Avg" in cols:
-            cells.append(fmt(h.get("longbench")))
-        cells += [fmt(h.get(k)) for k in v2_keys]
-        if has_other:
-            cells.append(fmt(h.get("other")))
-        density = rs[0]["density"] and f"{float(rs[0]['density']):.3f}"
-        prefill = rs[0]["prefill_ms"] and f"{float(rs[0]['prefill_ms']):.1f}"
-        runs = ", ".join(sorted({r["run_id"] for r in rs}))
-        out.append(f"| {model} | {method} | `{kwargs}` | " + " | ".join(cells) + f" | {density} | {prefill} | {runs} |")
-    out += ["", "## Every task", "", "| model | method | kwargs | " + " | ".join(tasks) + " |",
-            "|---|---|---|" + "---|" * len(tasks)]
-    for (model, method, kwargs), rs in sorted(groups.items()):
-        by_task = {r["task"]: float(r["score"]) for r in rs if r.get("level") in (None, "", "task")}
-        out.append(f"| {model} | {method} | `{kwargs}` | " + " | ".join(fmt(by_task.get(t)) for t in tasks) + " |")
+           ("Score: LongBench = the mean of the six category means (LongBench's README, the paper's Table 1); v2 = "
+           "accuracy in percent; other tasks (the RULER-style suite) = the mean task score (0-100), per length. n: "
+           "samples behind the score. The latest run of each setting."), "",
+           markdown_table(rows_from_index(rows)), ""]
+    by_run: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_run[r["run_id"]].append(r)
+    cats = [c for c in CATEGORIES if any(r["task"] == f"pbs_longbench_{c}" for r in rows)]
+    if cats:
+        out += ["## LongBench categories", "",
+                "| model | method | kwargs | " + " | ".join(CATEGORY_TITLES[c] for c in cats) + " | Avg | run |",
+                "|---|---|---|" + "---|" * (len(cats) + 2)]
+        for rid, rs in sorted(by_run.items(), key=lambda kv: (kv[1][0]["model"], kv[1][0]["method"])):
+            means = {r["task"]: float(r["score"]) for r in rs if r.get("level") in ("category", "benchmark")
+                     and r["score"] not in ("", None) and r["metric"] in ("category_mean", "average")}
+            if not means:
+                continue
+            cells = [_fmt(means.get(f"pbs_longbench_{c}")) for c in cats] + [_fmt(means.get("pbs_longbench"))]
+            out.append(f"| {rs[0]['model']} | {rs[0]['method']} | `{rs[0]['method_kwargs']}` | " + " | ".join(cells)
+                       + f" | {rid} |")
+        out.append("")
+    tasks = sorted({r["task"] for r in rows if r.get("level") in (None, "", "task") and r["task"]})
+    out += ["## Every task", "", "| model | method | kwargs | " + " | ".join(tasks) + " | run |",
+            "|---|---|---|" + "---|" * (len(tasks) + 1)]
+    for rid, rs in sorted(by_run.items(), key=lambda kv: (kv[1][0]["model"], kv[1][0]["method"])):
+        by_task = {r["task"]: float(r["score"]) for r in rs if r.get("level") in (None, "", "task")
+                   and r["score"] not in ("", None)}
+        out.append(f"| {rs[0]['model']} | {rs[0]['method']} | `{rs[0]['method_kwargs']}` | "
+                   + " | ".join(_fmt(by_task.get(t)) for t in tasks) + f" | {rid} |")
     return "\n".join(out) + "\n"
 
 
@@ -144,6 +135,33 @@ def speed_reports(speed_dir: Path, tables: Path) -> list[Path]:
     return written
 
 
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def committed(folder: Path) -> set[str] | None:
+    """Files under ``folder`` (relative paths) that git tracks and that are unmodified; None outside a git checkout
+    (then every file counts)."""
+    import subprocess
+
+    def git(*args):
+        res = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=False)
+        return res.stdout if res.returncode == 0 else None
+
+    tracked = git("ls-files", "-z", ".")
+    if tracked is None or not folder.exists():
+        return None
+    modified = set((git("diff", "--name-only", "--relative", "HEAD", "--", ".") or "").split())
+    return {p for p in tracked.split("\0") if p and p not in modified}
+
+
+def _committed_runs(runs_root: Path) -> set[str] | None:
+    files = committed(runs_root)
+    if files is None:
+        return None
+    return {Path(f).parts[1] for f in files if f.startswith("runs/") and f.endswith("/status.json")}
+
+
 def main(argv=None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT / "results")
@@ -151,21 +169,31 @@ def main(argv=None) -> list[Path]:
     tables = args.results / "tables"
     tables.mkdir(parents=True, exist_ok=True)
     written = []
+    kernels = committed(args.results / "kernels")
     for csv_path in sorted((args.results / "kernels").glob("*.csv")):
+        if kernels is not None and csv_path.name not in kernels:
+            print(f"skipped {csv_path}: not committed")
+            continue
         path = tables / f"kernels-{csv_path.stem}.md"
         path.write_text(kernel_table(csv_path))
         written.append(path)
         written += table7(csv_path, tables)
     written += speed_reports(args.results / "speed", tables)
-    if (args.results / "index.csv").exists():
-        path = tables / "eval.md"
-        path.write_text(eval_table(args.results / "index.csv"))
-        written.append(path)
+    evals = args.results / "eval"  # paper-protocol runs placed here (results_dir=results/eval) and committed
+    if (evals / "runs").exists():
+        from pbs.eval.results import RunStore
+
+        rows = RunStore(evals).rows(run_ids=_committed_runs(evals))
+        if rows:
+            path = tables / "eval.md"
+            source = evals.relative_to(ROOT) if evals.is_relative_to(ROOT) else evals
+            path.write_text(eval_table(rows, str(source)))
+            written.append(path)
     runs = args.results / "proxy" / "eval"
     if (runs / "runs").exists():
         from proxy_report import main as proxy_report  # scripts/ is on sys.path when run as a script
 
-        proxy_report(["--runs", str(runs), "--out", str(args.results / "proxy")])
+        proxy_report(["--runs", str(runs), "--out", str(args.results / "proxy")], run_ids=_committed_runs(runs))
         path = tables / "proxy-ruler.md"
         path.write_text((args.results / "proxy" / "table.md").read_text())
         written.append(path)

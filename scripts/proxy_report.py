@@ -53,10 +53,12 @@ def is_paper(method: str, kw: dict) -> bool:
     return all(kw.get(k) == v for k, v in PAPER[method].items())
 
 
-def load_rows(runs: Path) -> list[dict]:
-    """One row per (run, length bucket, task) with n, score (0-100) and mean density."""
+def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
+    """One row per (run, length bucket, task) with n, score (0-100) and mean density (``run_ids``: only these)."""
     out = []
     for d in sorted(runs.glob("runs/*")):
+        if run_ids is not None and d.name not in run_ids:
+            continue
         status = d / "status.json"
         gens = d / "generations.jsonl"
         if not status.exists() or json.loads(status.read_text())["status"] != "ok" or not gens.exists():
@@ -165,13 +167,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default=str(ROOT / "results" / "proxy" / "eval"))
     p.add_argument("--out", default=str(ROOT / "results" / "proxy"))
     p.add_argument("--sweep-length", type=int, default=16384)
     a = p.parse_args(argv)
-    rows = load_rows(Path(a.runs))
+    rows = load_rows(Path(a.runs), run_ids)
     if not rows:
         raise SystemExit(f"no finished runs under {a.runs}")
     out = Path(a.out)

@@ -58,7 +58,7 @@ def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int
     return sorted(((c, ["model=proxy", "task=ruler"] + o) for c, o in out), key=lambda t: -t[0])
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
     p.add_argument("--procs", type=int, default=4, help="parallel jobs per GPU (CPU: in total)")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.list:
         for cost, o in todo:
             print(f"{cost:7.1f}  {' '.join(o)}")
-        return
+        return 0
     if a.gpus is None:
         import torch
 
@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, rc in done:
         if rc != 0:
             print(f"job {name}: {rc}")
-    print(f"{sum(rc == 0 for _, rc in done)}/{len(todo)} jobs ok in {time.time() - start:.0f} s")
+    ok = sum(rc == 0 for _, rc in done)
+    print(f"{ok}/{len(todo)} jobs ok in {time.time() - start:.0f} s")
+    return 0 if ok == len(todo) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

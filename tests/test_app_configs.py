@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import pbs
-from experiments._schema import APPS, register_schemas
+from experiments._schema import APPS, register_schemas, to_settings
 from pbs.eval.config import ModelConfig, RulerTask
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -48,9 +48,9 @@ def test_every_eval_group_option_composes(group):
                                           ("eval", "limits=2"), ("eval", "task.sample=3"), ("eval", "task.samples=many"),
                                           ("eval", "model.max_len=9"), ("eval", "task.v2.decode=greedy")])
 def test_typos_and_wrong_types_fail_at_composition(app, override):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        with pytest.raises(Exception, match=override.split("=")[0].split(".")[-1]):
-            compose(config_name=app, overrides=[override])
+    with (initialize_config_dir(config_dir=str(CONF), version_base="1.3"),
+          pytest.raises(Exception, match=override.split("=")[0].split(".")[-1])):
+        compose(config_name=app, overrides=[override])
 
 
 def test_train_proxy_checks_fields():
@@ -69,3 +69,27 @@ def test_eval_checks_fields():
             OmegaConf.to_object(compose(config_name="eval", overrides=["task.samples=0"]))
         with pytest.raises(ValueError, match="decoding"):
             OmegaConf.to_object(compose(config_name="eval", overrides=["task=longbench_v2", "task.v2.decoding=beam"]))
+
+
+@pytest.mark.parametrize("app,override,message", [
+    ("eval", "+method.treshold=0.9", (r"unknown setting method\.treshold=0\.9: PBSConfig has no such field; did you "
+                                     r"mean method\.threshold\?")),
+    ("eval", "+task.data=/nonexistent", r"unknown setting task\.data='/nonexistent': RulerTask has no such field"),
+    ("eval", "+limits=3", r"unknown setting limits=3: EvalConfig has no such field; did you mean limit\?"),
+    ("bench_kernels", "+rep=3", r"unknown setting rep=3: BenchConfig"),
+])
+def test_added_keys_the_dataclass_lacks_are_refused(app, override, message):
+    """Hydra's +key=value reaches a structured config and OmegaConf.to_object would drop it silently."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=app, overrides=[override])
+    with pytest.raises(ValueError, match=message):
+        to_settings(cfg)
+
+
+def test_ruler_lengths_take_one_length_or_a_list():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        one = to_settings(compose(config_name="eval", overrides=["task.lengths=1024"]))
+        two = to_settings(compose(config_name="eval", overrides=["task.lengths=[1024,2048]"]))
+        with pytest.raises(ValueError, match=r"lengths must be token counts.*lengths='abc'"):
+            to_settings(compose(config_name="eval", overrides=["task.lengths=abc"]))
+    assert one.task.lengths == [1024] and two.task.lengths == [1024, 2048]

@@ -229,3 +229,59 @@ def test_all_nan_inputs_do_not_raise(method, no_hang):
     v = t(1, 1, n, 16, seed=8)
     out = pbs.sparse_attention(q, k, v, method=method, **method_kwargs(method))
     assert out.shape == q.shape
+
+
+# ---------------------------------------------------------------- edge cases: one rule for every method
+
+
+@pytest.mark.parametrize("method", pbs.available_methods())
+@pytest.mark.parametrize("shape_q,shape_kv", [((0, 2, 64, 8), (0, 1, 64, 8)), ((1, 0, 64, 8), (1, 1, 64, 8)),
+                                              ((1, 0, 64, 8), (1, 0, 64, 8)), ((1, 2, 0, 8), (1, 1, 64, 8))])
+def test_empty_inputs_give_an_empty_output_and_nan_density(method, shape_q, shape_kv):
+    q, k, v = t(*shape_q), t(*shape_kv), t(*shape_kv)
+    out, stats = pbs.sparse_attention(q, k, v, method, return_stats=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert stats.density != stats.density and "empty input" in stats.dense_fallback  # NaN: no tile at all
+    plan = pbs.plan(q, k, method)
+    assert isinstance(plan, pbs.Dense) and "empty input" in plan.reason
+    assert pbs.attend(q, k, v, plan).shape == q.shape
+
+
+def test_zero_kv_heads_with_query_heads():
+    q, k, v = t(1, 2, 64, 8), t(1, 0, 64, 8), t(1, 0, 64, 8)
+    with raises(r"multiple.*q\.shape\[1\]=2.*k\.shape\[1\]=0"):
+        pbs.sparse_attention(q, k, v, method="pbs")
+
+
+@pytest.mark.parametrize("method", ["full", "pbs"])
+def test_head_dim_zero(method):
+    q, k, v = t(1, 2, 64, 0), t(1, 1, 64, 0), t(1, 1, 64, 0)
+    with raises(r"head_dim must be >= 1.*q\.shape\[-1\]=0"):
+        pbs.sparse_attention(q, k, v, method=method)
+    with raises(r"head_dim must be >= 1"):
+        pbs.plan(q, k, method)
+
+
+@pytest.mark.parametrize("method", ["full", "pbs", "xattention"])
+def test_meta_tensors(method):
+    q, k, v = (torch.empty(1, h, 512, 8, device="meta") for h in (2, 1, 1))
+    with raises(r"q\.device=meta"):
+        pbs.sparse_attention(q, k, v, method=method)
+    with raises(r"q\.device=meta"):
+        pbs.plan(q, k, method)
+
+
+@pytest.mark.parametrize("arg", ["backend", "planner"])
+def test_triton_on_the_cpu_without_the_interpreter(arg, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    q, k, v = good()
+    with raises(rf"{arg}='triton' runs on CUDA devices.*q\.device=cpu.*{arg}='torch'"):
+        pbs.sparse_attention(q, k, v, method="xattention", block_size=16, **{arg: "triton"})
+    if arg == "planner":
+        with raises(r"planner='triton'"):
+            pbs.plan(q, k, "pbs", planner="triton")
+    else:
+        with raises(r"backend='triton'"):
+            pbs.attend(q, k, v, pbs.plan(q, k, "full"), backend="triton")
+    # auto stays usable on the CPU
+    assert pbs.sparse_attention(q, k, v, method="xattention", block_size=16).shape == q.shape

@@ -11,10 +11,14 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path):
+def test_notebook_runs_and_shows_its_figures(path):
     nb = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "commit with outputs cleared"
     NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(ROOT)}}).execute()
+    plotting = [cell for cell in nb.cells if cell.cell_type == "code" and "plt.subplots" in cell.source]
+    assert plotting
+    for cell in plotting:  # a figure drawn is a figure shown (no non-interactive backend)
+        assert any("image/png" in out.get("data", {}) for out in cell.outputs), cell.source[:80]
 
 
 def test_committed_tables_match_the_results(tmp_path):

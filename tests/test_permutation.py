@@ -48,7 +48,7 @@ def softmax_f64(x):
 
 def importance_f64(q, k, block_size, segment_size, scale):
     """(B, Hq, G*S) float64: softmax over complete-segment keys of q_last k^T scale, mean over last rows."""
-    b, hq, nq, d = q.shape
+    b, hq, nq, _d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
     group = hq // hkv
     complete = (nk // segment_size) * segment_size
@@ -65,7 +65,7 @@ def importance_f64(q, k, block_size, segment_size, scale):
 def causal_attention_f64(q, k, v, scale, key_pos=None):
     """Dense causal attention in float64, query i at position Nk - Nq + i; ``key_pos[j]`` is the original position
     of key row j (identity when None), so permuted K/V rows are masked by where they came from."""
-    b, hq, nq, d = q.shape
+    _b, hq, nq, _d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
     group = hq // hkv
     kk = k.double().repeat_interleave(group, 1)

@@ -43,7 +43,7 @@ def random_window_plan(batch, heads, nq, nk, bs, seed):
 
 def listed_attention_f64(q, k, v, plan, scale):
     """Softmax over the keys the plan lists for each query's row (and at or before the query), in float64."""
-    batch, heads, nq, _ = q.shape
+    _batch, heads, nq, _ = q.shape
     nk, bs, first = k.shape[2], plan.block_size, plan.first_q_block
     counts = plan.key_counts()  # (B, H, R, Nk)
     pos = torch.arange(nq) + nk - nq

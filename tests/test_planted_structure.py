@@ -43,7 +43,7 @@ def test_density_falls_with_threshold_and_reaches_one():
 
 def test_stats_fields():
     q, k, v = structured_qkv(2, 4, 2, 1024, 32, seed=7)
-    out, stats = pbs.sparse_attention(q, k, v, method="pbs", block_size=64, return_stats=True)
+    _out, stats = pbs.sparse_attention(q, k, v, method="pbs", block_size=64, return_stats=True)
     assert stats.method == "pbs" and stats.dense_fallback is None and stats.backend == "torch"
     assert stats.per_head.shape == (2, 4)
     assert abs(stats.density - stats.per_head.mean().item()) < 1e-12

@@ -122,16 +122,32 @@ def test_all_zero_row_selects_nothing():
     assert select_row([0.0, 0.0, 0.0, 0.0], 0.01) == set()
 
 
-def test_nan_row_selects_nothing():
-    nan = float("nan")
-    assert select_row([nan, nan, nan, nan], 0.9) == set()
-    # a NaN entry is treated as no mass: [NaN, 0.6, 0.4] at 0.5 -> 0.6 crosses -> {1}
-    assert select_row([nan, 0.6, 0.4], 0.5) == {1}
+def test_a_row_with_a_non_finite_score_takes_every_candidate():
+    """NaN/Inf scores cannot be ranked: the row takes every candidate (so a NaN reaches the output, as in SDPA)."""
+    nan, inf = float("nan"), float("inf")
+    assert select_row([nan, nan, nan, nan], 0.9) == {0, 1, 2, 3}
+    assert select_row([nan, 0.6, 0.4], 0.5) == {0, 1, 2}  # one NaN is enough
+    assert select_row([inf, 0.6, 0.0], 0.5) == {0, 1, 2}  # zero-mass tiles included
+    # only candidates, and a NaN outside the candidates does not count
+    assert select_row([nan, 0.6, 0.4], 0.5, candidates=[False, True, True]) == {1}
+    assert select_row([0.1, nan, 0.9], 0.5, candidates=[True, True, False]) == {0, 1}
     # batched: a NaN row next to a normal row does not disturb it
     probs = torch.tensor([[nan, nan, nan], [0.7, 0.2, 0.1]])
     out = select_cumulative(probs, torch.ones(3, dtype=torch.bool), 0.8)
-    assert picked(out[0]) == set()
+    assert picked(out[0]) == {0, 1, 2}
     assert picked(out[1]) == {0, 1}  # before = 0, 0.7 < 0.8, 0.9 -> {0, 1}
+
+
+def test_budget_row_with_a_non_finite_score_takes_every_candidate():
+    from pbs.selection import select_budget
+
+    nan = float("nan")
+    scores = torch.tensor([[[[0.5, nan, 0.1, 0.0], [0.5, 0.3, 0.1, 0.0]]]])  # (1, 1, 2 rows, 4 blocks)
+    candidates = torch.ones(2, 4, dtype=torch.bool)
+    forced = torch.zeros(2, 4, dtype=torch.bool)
+    out = select_budget(scores, candidates, forced, budget=0.5, row_blocks=torch.tensor([1, 1]))
+    assert picked(out[0, 0, 0]) == {0, 1, 2, 3}  # unrankable: everything
+    assert picked(out[0, 0, 1]) == {0}  # round(0.5 * 2) = 1 tile: the best
 
 
 @pytest.mark.parametrize("threshold", [1, 1.0, 1.5, 10])

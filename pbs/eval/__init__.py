@@ -1,7 +1,9 @@
 """Evaluation of the sparse-prefill methods on long-context benchmarks, through lm-evaluation-harness.
 
 - :mod:`pbs.eval.config`        the evaluation app's settings (dataclasses; Hydra schemas)
-- :mod:`pbs.eval.job`           one job of the Hydra app: model, skip-if-done, evaluate, store, wandb
+- :mod:`pbs.eval.job`           one job of the Hydra app: checks, model, skip-if-done, evaluate, store, wandb;
+  :mod:`pbs.eval.identity` (code, model and data identity in the run id), :mod:`pbs.eval.claims` (who computes a
+  run: concurrent sweeps, killed jobs), :mod:`pbs.eval.logs` (quiet by default)
 - :mod:`pbs.eval.harness`       :func:`~pbs.eval.harness.evaluate`: lm-eval with our model and tasks (imports lm_eval
   when called); :mod:`pbs.eval.summaries` turns its raw output into scores, density, prefill time
 - :mod:`pbs.eval.lm_eval_model` the lm-eval model ``pbs`` (imports lm_eval); :mod:`pbs.eval.loglikelihood` (its

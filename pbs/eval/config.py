@@ -17,7 +17,6 @@ from .longbench.protocol import V2Protocol
 from .ruler.settings import RulerSettings
 
 
-
 @dataclass
 class ModelConfig:
     """A model to evaluate and its LongBench prompt budgets (``model2maxlen``)."""
@@ -44,8 +43,10 @@ class LongBenchTask:
 @dataclass
 class RulerTask(RulerSettings):
     """The RULER-style suite (``pbs_ruler*``), generated offline; its settings and their defaults are
-    :class:`pbs.eval.ruler.settings.RulerSettings`'s."""
+    :class:`pbs.eval.ruler.settings.RulerSettings`'s. ``lengths`` takes a list or one length (``task.lengths=1024``
+    is ``[1024]``); RulerSettings checks it."""
 
+    lengths: Any = field(default_factory=lambda: list(RulerSettings().lengths))
     name: str = "ruler"
     tasks: list[str] = field(default_factory=lambda: ["pbs_ruler"])
 
@@ -54,7 +55,6 @@ class RulerTask(RulerSettings):
 class WandbConfig:
     mode: str = "offline"  # offline | online | disabled
     project: str = "pbs"
-    group: str | None = None  # null: one group per sweep (the sweep directory)
     dir: str | None = None  # null: results_dir
 
 
@@ -70,14 +70,18 @@ class EvalConfig:
     dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
     limit: float | None = None  # samples per task (null = all; < 1: a fraction)
     short_seq_policy: bool = False  # true: below the GPU's measured crossover run dense (speed runs)
-    results_dir: str = "results"  # results/runs/<run-id>/ and results/index.csv
-    rerun: bool = False  # true: run again even if results/runs/<run-id> finished
+    results_dir: str = "outputs/results"  # <results_dir>/runs/<run-id>/ and <results_dir>/index.csv
+    rerun: bool = False  # true: run again even if <results_dir>/runs/<run-id> finished
+    name: str | None = None  # the sweep's name (wandb group, summary title); null: the experiment's, else <model>-<task>
+    verbose: bool = False  # true: every library's logs and progress bars (default: one bar per job, the results)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:
         method_name(self.method)  # raises for anything but a method's config
         if not isinstance(self.task, (LongBenchTask, RulerTask)):
             raise ValueError(f"task must be a LongBenchTask or a RulerTask, got task={self.task!r}")
+        if self.wandb.mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"wandb.mode must be offline, online or disabled, got wandb.mode={self.wandb.mode!r}")
 
     @property
     def method_name(self) -> str:

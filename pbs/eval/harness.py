@@ -127,6 +127,9 @@ def evaluate(
     - ``scores``: {task: {"metric", "score", "n_samples", "metrics": {every metric}}}; v1 scores are 0-100 with 2
       decimals (``metric`` is the native one, e.g. ``qa_f1_score``; LongBench-E adds ``score_0_4k`` /
       ``score_4_8k`` / ``score_8k_plus``), v2 ``acc`` / ``acc_easy`` ... percent with 1 decimal;
+    - ``per_length``: {task: {length: {"score", "n"}}} at every RULER length evaluated (0-100);
+    - ``aggregate``: the run's headline score (:func:`pbs.eval.summaries.aggregate_score`: LongBench's "Avg", else
+      the mean of the task scores) with ``per_length`` means over tasks;
     - ``groups``: lm-eval group aggregates ({group: {metric: value}});
     - ``longbench``: :func:`pbs.eval.longbench.scoring.summarize` of the v1 dataset scores present: category means,
       ``average`` (the mean of the category means: Table 1's "Avg"), ``dataset_mean``, ``n_datasets``;

@@ -72,10 +72,10 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from .decoding import Sampling, next_token, request_seed, sampling_from_gen_kwargs
+from .loglikelihood import LoglikelihoodRequests
 from .longbench.prompts import V2_MAXLEN, V2_PROMPT_COT_ANS, build_v2_prompt, needs_chat_template
 from .longbench.scoring import DATASETS
 from .longbench.truncation import middle_truncate
-from .loglikelihood import LoglikelihoodRequests
 from .model_args import NO_METHOD, method_config_from_args, parse_mapping, parse_value, scaled_rope_config
 
 eval_logger = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""An evaluation's result from lm-eval's raw output and the model's request log: per-task scores, lm-eval's group
-scores, LongBench's category means and "Avg", v2 accuracy, density and prefill time, one row per generation."""
+"""An evaluation's result from lm-eval's raw output and the model's request log: per-task scores, per-length scores
+(the RULER suite, every length), lm-eval's group scores, LongBench's category means and "Avg", v2 accuracy, the run's
+aggregate score, density and prefill time, one row per generation."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ _OWN_PREFIX = "pbs_longbench"
 
 
 def summarize_results(raw: dict, log: list[dict], v2: V2Protocol, log_samples: bool = True) -> dict:
-    """``scores``, ``groups``, ``longbench``, ``longbench_v2``, ``density``, ``prefill_ms``, ``generations`` (see
-    :func:`pbs.eval.harness.evaluate`)."""
+    """``scores``, ``per_length``, ``groups``, ``longbench``, ``longbench_v2``, ``aggregate``, ``density``,
+    ``prefill_ms``, ``generations`` (see :func:`pbs.eval.harness.evaluate`)."""
     group_names = set((raw or {}).get("groups", {}))
     n_samples = {t: (v or {}).get("effective") for t, v in raw.get("n-samples", {}).items()}
     scores = {t: _task_entry(_clean_metrics(m), n_samples.get(t)) for t, m in raw["results"].items()
@@ -26,16 +27,55 @@ def summarize_results(raw: dict, log: list[dict], v2: V2Protocol, log_samples: b
             name = task[len(_OWN_PREFIX) + 1:]
             if not name.endswith("_e") and entry["score"] is not None:  # the native metric (= "score")
                 v1[base_dataset(name)] = entry["score"]
-    return {
+    generations = _generations(raw.get("samples"), log) if log_samples else []
+    out = {
         "scores": scores,
+        "per_length": per_length_scores(generations),
         "groups": {g: _clean_metrics(m) for g, m in raw.get("groups", {}).items()},
         "longbench": summarize(v1) if v1 else {},
         "longbench_v2": {task: dict({k: entry["metrics"].get(k) for k in _V2_KEYS}, empty_outputs=v2.empty_outputs)
                          for task, entry in scores.items() if task.startswith(_OWN_PREFIX + "_v2")},
         "density": _density_summary(log),
         "prefill_ms": _prefill_summary(log),
-        "generations": _generations(raw.get("samples"), log) if log_samples else [],
+        "generations": generations,
     }
+    out["aggregate"] = aggregate_score(out)
+    return out
+
+
+def per_length_scores(generations: list[dict]) -> dict:
+    """{task: {length: {"score": 0-100, "n"}}} for tasks whose samples have a target length (``max_length``: the
+    RULER suite), at every length evaluated."""
+    acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for g in generations:
+        if g.get("max_length") is not None and g.get("score") is not None:
+            acc[g["task"]][int(g["max_length"])].append(float(g["score"]))
+    return {task: {str(n): {"score": round(100 * sum(v) / len(v), 2), "n": len(v)} for n, v in sorted(by.items())}
+            for task, by in sorted(acc.items())}
+
+
+def aggregate_score(result: dict) -> dict:
+    """The run's headline: LongBench's "Avg" (the mean of the category means) when it has LongBench v1 tasks, else
+    the mean of its task scores (v2 accuracy for a v2-only run); ``per_length``: the mean over tasks at each RULER
+    length. ``{"score", "metric", "n", "per_length"}``; score None when no task scored."""
+    per_length: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for by in (result.get("per_length") or {}).values():
+        for n, e in by.items():
+            per_length[n].append((e["score"], e["n"]))
+    lengths = {n: {"score": round(sum(s for s, _ in v) / len(v), 2), "n": sum(c for _, c in v)}
+               for n, v in sorted(per_length.items(), key=lambda kv: int(kv[0]))}
+    scored = {t: e for t, e in (result.get("scores") or {}).items() if _is_number(e.get("score"))}
+    n = sum(e.get("n_samples") or 0 for e in scored.values()) or None
+    if (result.get("longbench") or {}).get("average") is not None:
+        return {"score": result["longbench"]["average"], "metric": "longbench_average", "n": n, "per_length": lengths}
+    if not scored:
+        return {"score": None, "metric": None, "n": None, "per_length": lengths}
+    mean = sum(float(e["score"]) for e in scored.values()) / len(scored)
+    return {"score": round(mean, 2), "metric": "mean_task_score", "n": n, "per_length": lengths}
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
 
 
 def _clean_metrics(d: dict) -> dict:
@@ -97,8 +137,8 @@ def _prefill_summary(log: list[dict]) -> dict:
     }
 
 
-_DOC_KEYS = ("_id", "answers", "all_classes", "length", "dataset", "language", "answer", "difficulty", "domain",
-             "sub_domain")
+_DOC_KEYS = ("_id", "answers", "all_classes", "length", "max_length", "dataset", "language", "answer", "difficulty",
+             "domain", "sub_domain")
 
 
 def _generations(lm_samples: dict, log: list[dict]) -> list[dict]:

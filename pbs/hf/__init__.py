@@ -123,8 +123,8 @@ def enable(model, method: str = "pbs", backend: str = "auto", short_seq_policy: 
         "kwargs": dataclasses.asdict(cfg),
         "short_seq_policy": short_seq_policy,
     }
-    for config in _configs(model):
-        config.pbs = dict(settings, kwargs=dict(settings["kwargs"]))
+    for model_config in _configs(model):
+        model_config.pbs = dict(settings, kwargs=dict(settings["kwargs"]))
     name = implementation_name(method)
     _set_implementation(model, name)
     collector = StatsCollector(method)

@@ -53,14 +53,15 @@ def _key_limit(i, first_block, n_keys_r, seg_blocks,
 
 @triton.jit
 def _normalise_rows(OUT, out_base, rb, rb_ok, total, n_cols_written, n_kblocks, BLOCK_T: tl.constexpr):
-    """OUT[rb, :] /= total (0 where total == 0); columns past n_cols_written become 0, so every entry is written."""
+    """OUT[rb, :] /= total (0 where total == 0, NaN where it is NaN); columns past n_cols_written become 0, so every
+    entry is written."""
     offs_t = tl.arange(0, BLOCK_T)
-    divisor = tl.where(total > 0, total, 1.0)
+    divisor = tl.where(total == 0.0, 1.0, total)
     for t0 in range(0, n_kblocks, BLOCK_T):
         c = t0 + offs_t
         ptrs = OUT + out_base + rb[:, None].to(tl.int64) * n_kblocks + c[None, :]
         v = tl.load(ptrs, mask=rb_ok[:, None] & (c < n_cols_written)[None, :], other=0.0)
-        tl.store(ptrs, tl.where(total[:, None] > 0, v / divisor[:, None], 0.0),
+        tl.store(ptrs, tl.where(total[:, None] == 0.0, 0.0, v / divisor[:, None]),
                  mask=rb_ok[:, None] & (c < n_kblocks)[None, :])
 
 
@@ -169,7 +170,7 @@ def _antidiag_kernel(
                     if (kt + 1) * BLOCK_N > key_free:
                         x = tl.where(j[None, :] < lim[:, None], x, float("-inf"))
                     if MODE == TILES:
-                        p = tl.where(inv_l[:, None] > 0, tl.exp2(x - m_row[:, None]) * inv_l[:, None], 0.0)
+                        p = tl.where(inv_l[:, None] != 0.0, tl.exp2(x - m_row[:, None]) * inv_l[:, None], 0.0)
                         tile = tl.sum(tl.sum(tl.reshape(p, (RB, PB, CB, PB)), axis=3), axis=1)  # (RB, CB)
                         c = kt * CB + offs_cb
                         tl.store(OUT + out_base + rb[:, None].to(tl.int64) * n_kblocks + c[None, :], tile,
@@ -189,11 +190,13 @@ def _antidiag_kernel(
                     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
 
             # -- row epilogue --
-            # [Note] NaN or +inf logits make l_i NaN, so `l_i > 0` is false: such rows (and rows that see no key)
-            # give 0, as the reference's nan_to_num(softmax) does
+            # [Note] rows that see no key give 0; NaN or +inf logits (a NaN or Inf in q or k) make l_i NaN, and
+            # such rows give NaN (inv_fin = NaN), as the reference's softmax does: the selection then takes them whole
+            unrankable = row_real & (l_i != l_i)  # noqa: PLR0124  (the NaN test: no isnan in triton.language)
             valid = row_real & (l_i > 0)
             m_fin = tl.where(valid, m_i, 0.0)
-            inv_fin = tl.where(valid, 1.0 / tl.where(valid, l_i, 1.0), 0.0)
+            inv_fin = tl.where(valid, 1.0 / tl.where(valid, l_i, 1.0), tl.where(unrankable, float("nan"), 0.0))
+            valid = valid | unrankable
             n_cols = n_kt * CB
             if MODE == STATS:
                 tl.store(STAT_M + stat_base + i, m_fin, mask=i < n_rows_r)

@@ -9,12 +9,14 @@ synchronisation: the lists are allocated at their worst-case width.
 Selection rules (same as the torch reference, ties broken by the lower key-block index):
 * threshold: tiles in decreasing score order while the mass taken before them (plus ``credit``) is below the
   threshold; zero-mass tiles are never taken; ``threshold >= 1`` takes every candidate.
+* a row with a non-finite score (a NaN or Inf in q or k) takes every candidate (``pbs.selection``).
 * budget: per row, the forced tiles plus the top candidates by score up to ``round(budget * (qb + 1))`` tiles,
   ``qb + 1`` being the row's causal tiles (the paper's density denominator).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -113,7 +115,9 @@ def _select_kernel(
         s = tl.load(SCORES + b.to(tl.int64) * stride_sb + h * stride_sh + row * stride_sr + kb, mask=causal,
                     other=0.0).to(tl.float32)
         if CREDIT:
-            s = tl.where(s == s, s, 0.0)
+            # a NaN or Inf score (from q or k) makes the row unrankable: it takes every candidate (as the reference)
+            unrankable = tl.sum((causal & ~(tl.abs(s) < float("inf"))).to(tl.int32), 0) > 0
+            s = tl.where(s == s, s, 0.0)  # noqa: PLR0124  (NaN -> 0: no isnan in triton.language)
             credit = tl.sum(tl.where(credited & causal, s, 0.0).to(tl.float64), 0)
         if IS_LOGITS:
             x = tl.where(cand, s, float("-inf"))
@@ -122,8 +126,9 @@ def _select_kernel(
             p = e / tl.sum(e, 0)
         else:
             p = tl.where(cand, s, 0.0)
-        p = tl.where(p == p, p, 0.0)  # NaN rows select nothing, as nan_to_num in the reference
-        p = tl.where(cand, p, 0.0)
+        if not CREDIT:
+            unrankable = tl.sum((cand & ~(tl.abs(p) < float("inf"))).to(tl.int32), 0) > 0
+        p = tl.where(cand & (p == p) & ~unrankable, p, 0.0)  # noqa: PLR0124  (NaN test)
         # rank by descending score, ties by ascending index: sort the scores (fp32), find the value v of the last
         # tile taken, then take every tile above v and the first tiles equal to v in index order
         if USE_BUDGET:
@@ -154,6 +159,7 @@ def _select_kernel(
         ties = pool & (ranked == v)
         tie_rank = tl.cumsum(ties.to(tl.int32), 0)
         sel = (above | (ties & (tie_rank <= n_take - tl.sum(above.to(tl.int32), 0)))) & (n_take > 0)
+        sel = sel | (cand & unrankable)
 
     final = ((sel | forced) & visible).to(tl.int32)  # [Note] int32 round trip: the interpreter's int1 '&' can
     full_sel = (final * full.to(tl.int32)) != 0        # yield a non-bool store mask
@@ -254,4 +260,4 @@ def _row_groups(rows: int, first: int, nkb: int, segment_blocks: int) -> list[tu
         end //= 2
         bounds.append(end)
     cuts = sorted({min(max(b - first, 0), rows) for b in bounds} | {0, rows})
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]

@@ -244,7 +244,7 @@ def _column_lookup(plan: SparsePlan, listed: Tensor, heads: int, device) -> tupl
     key of the row.
     """
     batch, _, rows, nkb = listed.shape
-    bs, nk = plan.block_size, plan.seq_len_kv
+    bs = plan.block_size
     elements = batch * heads * rows * nkb * bs
     if elements > _MAX_LOOKUP_ELEMENTS:
         raise ValueError(

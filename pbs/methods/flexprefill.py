@@ -21,7 +21,9 @@ Rule, per (batch, query head); T = ⌈Nk / bs⌉ key blocks, R plan rows (absolu
    / bs, zeros counted for a ragged block; ``"real"``: mean of its real rows), fp32 softmax over the row's
    causal blocks of (pooled q · scale · pooled k); all R·T entries sorted descending (ties: row-major order),
    inclusive cumsum c; a tile is kept iff c <= γ·R (``include_crossing_tile=True``: iff c − p < γ·R).
-Dense when Nk <= max(2·bs, lo·bs); γ >= 1 selects every causal tile.
+Dense when Nk <= max(2·bs, lo·bs); γ >= 1 selects every causal tile. Non-finite estimates (a NaN or Inf in q or k):
+a head whose vertical scores are not finite, and a row whose pooled attention is not, take every causal tile, so
+the value reaches the output as in SDPA.
 
 Budget mode (``budget``, a target density; not in the original): steps 1–4 as above, then per head one score per
 causal tile — the pooled block attention of step 6 for a query-aware head, ``V[kb] + S[qb − kb]`` otherwise —
@@ -51,7 +53,7 @@ from ..config import FlexPrefillConfig
 from ..permutation import pooled_keys
 from ..plan import SparsePlan, num_blocks
 from ..scoring import block_grid, causal_blocks, masked_softmax, pooled_queries
-from ..selection import select_budget
+from ..selection import select_budget, unrankable_rows
 from ..vertical_slash import column_and_diagonal_sums, last_query_probs, slash_block_mask
 from .registry import Dense, register_fused, register_method
 
@@ -79,6 +81,7 @@ def plan(q, k, cfg: FlexPrefillConfig, scale: float) -> SparsePlan | Dense:
         if bool(est.query_aware.any()):
             cover = _cover_tiles(q, est.pooled_k, nk, causal, cfg, scale)
             selected = selected | (cover & est.query_aware[:, :, None, None])
+        selected = selected | (causal & est.unrankable[:, :, None, None])
     return SparsePlan.from_block_mask(selected, block_size=bs, seq_len_q=nq, seq_len_kv=nk, num_kv_heads=k.shape[1])
 
 
@@ -88,7 +91,7 @@ def plan_fused(q, k, cfg: FlexPrefillConfig, scale: float) -> SparsePlan | Dense
     from ..kernels.planning import plan_from_scores
     from ..kernels.vertical_slash import last_query_sums_fused
 
-    batch, heads, nq, _ = q.shape
+    _batch, _heads, nq, _ = q.shape
     nk, bs = k.shape[2], cfg.block_size
     if short := _too_short(nk, cfg):
         return short
@@ -99,14 +102,15 @@ def plan_fused(q, k, cfg: FlexPrefillConfig, scale: float) -> SparsePlan | Dense
     est = _estimate(q, k, vertical, slash, min(bs, nq), cfg, scale)
     causal = causal_blocks(nq, nk, bs, q.device)
     if cfg.budget is not None:
-        scores = lambda h0, h1: _budget_scores(q, est, nk, causal, cfg, scale, h0, h1)  # noqa: E731
+        scores = lambda h0, h1: _budget_scores(q, est, nk, causal, cfg, scale, h0, h1)
         return plan_from_scores(scores, rule=RowRule(force_sink=True, force_diagonal=True), threshold=1.0,
                                 budget=cfg.budget, scores_kind="probs", score_bytes=8 * 2**20, **common)
 
     def selection(h0, h1):  # every head's cover is computed: skipping the others would need a host sync
         tiles = _vertical_slash_tiles(est, nq, nk, bs, causal, h0, h1)
         cover = _cover_tiles(q[:, h0:h1], est.pooled_k[:, h0:h1], nk, causal, cfg, scale)
-        return (tiles | (cover & est.query_aware[:, h0:h1, None, None])).float()
+        tiles = tiles | (cover & est.query_aware[:, h0:h1, None, None])
+        return (tiles | (causal & est.unrankable[:, h0:h1, None, None])).float()
 
     # the cover's sort keeps ~6 block-grid buffers per head alive: chunks of 8 MiB of scores
     return plan_from_scores(selection, rule=RowRule(), threshold=1.0, budget=None, scores_kind="mask",
@@ -115,7 +119,8 @@ def plan_fused(q, k, cfg: FlexPrefillConfig, scale: float) -> SparsePlan | Dense
 
 @dataclass
 class _Estimate:
-    """Steps 1–4 for every head: block scores, budgets, the query-aware decision, pooled keys (B, H, T, D)."""
+    """Steps 1–4 for every head: block scores, budgets, the query-aware decision, pooled keys (B, H, T, D), and
+    which heads' estimates are not finite (``unrankable`` (B, H): they compute every causal tile)."""
 
     v_blocks: Tensor
     s_blocks: Tensor
@@ -123,6 +128,7 @@ class _Estimate:
     s_budget: Tensor
     query_aware: Tensor
     pooled_k: Tensor
+    unrankable: Tensor
 
 
 def _too_short(nk: int, cfg: FlexPrefillConfig) -> Dense | None:
@@ -147,7 +153,7 @@ def _estimate(q, k, vertical_sum, slash_sum, m, cfg: FlexPrefillConfig, scale) -
     avg_qk = torch.softmax(torch.matmul(mean_q, pk.transpose(-1, -2)).squeeze(2), dim=-1)
     query_aware = _sqrt_js(avg_qk, v_blocks) < cfg.tau  # (B, H)
     return _Estimate(v_blocks, s_blocks, torch.where(query_aware, lo, v_budget),
-                     torch.where(query_aware, lo, s_budget), query_aware, pk)
+                     torch.where(query_aware, lo, s_budget), query_aware, pk, ~torch.isfinite(vertical).all(-1))
 
 
 def _vertical_slash_tiles(est: _Estimate, nq, nk, bs, causal, h0, h1) -> Tensor:
@@ -183,12 +189,13 @@ def _cover_tiles(q: Tensor, pk: Tensor, seq_len_kv: int, causal: Tensor, cfg: Fl
                  scale: float) -> Tensor:
     """Step 6: (B, H, R, T) bool, the pooled block attention's top tiles covering gamma of its R rows."""
     attn = _pooled_attention(q, pk, seq_len_kv, causal, cfg, scale)
-    ordered, order = torch.sort(attn.flatten(2), dim=-1, descending=True, stable=True)
+    unrankable = unrankable_rows(attn, causal)  # a NaN/Inf query: the row takes every causal tile
+    ordered, order = torch.sort(attn.masked_fill(unrankable, 0.0).flatten(2), dim=-1, descending=True, stable=True)
     covered = torch.cumsum(ordered, dim=-1)
     budget = cfg.gamma * causal.shape[0]
     keep = (covered - ordered < budget) if cfg.include_crossing_tile else (covered <= budget)
     keep = keep & (ordered > 0)
-    return torch.zeros_like(keep).scatter(-1, order, keep).view_as(attn)
+    return torch.zeros_like(keep).scatter(-1, order, keep).view_as(attn) | (causal & unrankable)
 
 
 def _cover_count(scores: Tensor, gamma: float) -> Tensor:

@@ -42,7 +42,7 @@ def plan_fused(q, k, cfg: MeanPoolConfig, scale: float) -> SparsePlan:
     if cfg.budget is not None or cfg.threshold < 1:
         pooled_q = block_means_fused(q, bs, front=(nk - q.shape[2]) % bs, scale=scale)  # scale folded in
         pooled_k = block_means_fused(k, bs)
-        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)  # noqa: E731
+        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)
     rule = RowRule(force_sink=cfg.force_sink, force_diagonal=cfg.force_current)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule, part_width=1,

@@ -31,6 +31,10 @@ Budget mode (``budget``, a target density; not in the original): aligned ``block
 its estimated mass ``V[kb] + S[qb − kb]`` (V: vertical sums per key block, S: slash sums per block of bs offsets,
 o // bs), key block 0 and the diagonal forced, per row the top tiles up to ``round(budget · (qb + 1))``.
 
+A head whose estimate is not finite (a NaN or Inf in q or k reached the last queries) keeps every block diagonal
+instead (``_offsets``): its windows cover every causal key, so it runs dense and the value reaches the output as
+in SDPA; in budget mode its rows take every tile (``pbs.selection``).
+
 ``plan`` is the PyTorch reference; ``plan_fused`` builds the same plan with fused estimation and index building.
 """
 
@@ -66,13 +70,13 @@ def plan(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
         selected = select_budget(_tile_scores(vertical, slash, nq, nk, bs), causal, forced, cfg.budget, qb)
         return SparsePlan.from_block_mask(selected | forced, block_size=bs, seq_len_q=nq, seq_len_kv=nk,
                                           num_kv_heads=k.shape[1])
+    unrankable = ~torch.isfinite(vertical).all(-1)  # (B, H): a NaN or Inf in q or k reached the estimate
     inf = torch.tensor(float("inf"), device=q.device)
     vertical[..., : cfg.num_sink_columns] = inf
     slash[..., : cfg.num_local_diagonals] = inf
     n_vertical = min(max(cfg.vertical_size, cfg.num_sink_columns), nk)
-    n_slash = min(max(cfg.slash_size, 50), nk)
     columns = _top(vertical, n_vertical).sort(dim=-1).values  # (B, H, V) original key positions, ascending
-    offsets = _top(slash, n_slash).sort(dim=-1, descending=True).values  # (B, H, S) diagonal offsets, descending
+    offsets = _offsets(slash, cfg, nk, unrankable, widen=bool(unrankable.any()))  # (B, H, S) descending
     if cfg.slash_layout == "aligned":
         return _aligned_plan(columns, offsets, nq, nk, bs, k.shape[1])
     qb, _ = block_grid(nq, nk, bs, q.device)
@@ -99,16 +103,17 @@ def plan_fused(q, k, cfg: MInferenceConfig, scale: float) -> SparsePlan:
     nq, nk, bs = q.shape[2], k.shape[2], cfg.block_size
     vertical, slash = last_query_sums_fused(q, k, cfg.last_q, scale)
     if cfg.budget is not None:
-        scores = lambda h0, h1: _tile_scores(vertical[:, h0:h1], slash[:, h0:h1], nq, nk, bs)  # noqa: E731
+        scores = lambda h0, h1: _tile_scores(vertical[:, h0:h1], slash[:, h0:h1], nq, nk, bs)
         return plan_from_scores(
             scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs,
             rule=RowRule(force_sink=True, force_diagonal=True), part_width=1, threshold=1.0, budget=cfg.budget,
             scores_kind="probs",
         )
+    unrankable = ~torch.isfinite(vertical).all(-1)
     vertical[..., : cfg.num_sink_columns] = float("inf")
     slash[..., : cfg.num_local_diagonals] = float("inf")
     columns = _top(vertical, min(max(cfg.vertical_size, cfg.num_sink_columns), nk)).sort(dim=-1).values
-    offsets = _top(slash, min(max(cfg.slash_size, 50), nk)).sort(dim=-1, descending=True).values
+    offsets = _offsets(slash, cfg, nk, unrankable, widen=True)  # no host sync: always wide enough
     win_num, win_starts, col_num, col_indices = slash_windows_fused(offsets, columns, nq, nk, bs)
     empty_num = torch.zeros_like(win_num)
     empty_idx = torch.zeros(*win_num.shape, 1, dtype=torch.int32, device=q.device)
@@ -128,6 +133,27 @@ def _tile_scores(vertical: Tensor, slash: Tensor, nq: int, nk: int, bs: int) -> 
     qb, kb = block_grid(nq, nk, bs, vertical.device)
     diag = (qb[:, None] - kb[None, :]).clamp(min=0)  # (R, T)
     return v_blocks[:, :, None, :] + s_blocks[:, :, diag]
+
+
+def _offsets(slash: Tensor, cfg: MInferenceConfig, nk: int, unrankable: Tensor, widen: bool) -> Tensor:
+    """The kept diagonal offsets (B, H, S), in decreasing order: the top ``max(slash_size, 50)`` (at most Nk).
+
+    A head whose estimate is not finite (``unrankable``, a NaN or Inf in q or k) cannot be ranked: it keeps one
+    offset per block diagonal (0, bs, 2·bs, ...), whose windows merge into one range covering every causal key,
+    so the head runs dense and the value reaches its output as in SDPA. ``widen``: pad the list to that many
+    offsets when the budget is smaller, with offsets past every row's end (never live).
+    """
+    bs = cfg.block_size
+    nkb = num_blocks(nk, bs)
+    top = _top(slash, min(max(cfg.slash_size, 50), nk))
+    width = max(top.shape[-1], nkb) if widen else top.shape[-1]
+    slot = torch.arange(width, device=slash.device)
+    dead = nkb * bs + slot  # distinct, beyond every row's end
+    top = torch.cat([top, dead[: width - top.shape[-1]].expand(*top.shape[:2], -1)], dim=-1)
+    if widen:
+        every = torch.where(slot < nkb, slot * bs, dead)
+        top = torch.where(unrankable[..., None], every, top)
+    return top.sort(dim=-1, descending=True).values
 
 
 def _top(scores: Tensor, n: int) -> Tensor:

@@ -22,7 +22,7 @@ from ..scoring import (
     same_segment,
 )
 from ..selection import select_budget, select_cumulative, sink_blocks
-from .registry import Dense, NotFused, register_fused, register_method
+from .registry import Dense, register_fused, register_method
 
 
 def _too_short(nk: int, cfg: PBSConfig) -> Dense | None:
@@ -115,7 +115,7 @@ def plan_fused(q, k, cfg: PBSConfig, scale: float) -> SparsePlan | Dense:
                 query_perm=None if query_perm is None else query_perm[:, h0:h1], token_causal=False,
             )
     elif cfg.budget is not None or cfg.threshold < 1:
-        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)  # noqa: E731
+        scores = lambda h0, h1: pooled_logits(pooled_q, pooled_k, h0, h1)
     rule = RowRule(exclude_segment=cfg.segment_size // bs, force_sink=cfg.force_sink)
     return plan_from_scores(
         scores, q=q, num_kv_heads=k.shape[1], seq_len_kv=nk, block_size=bs, rule=rule,

@@ -12,7 +12,8 @@ Rule, per (batch, query head, plan row) — the row is absolute query block ``qb
    - rows of the first chunk (``accounting="original"``): s_0 is taken; s_j (j ≥ 1) is taken iff
      C + p(s_0) + … + p(s_{j-2}) < τ — one tile more than the threshold needs;
    - every other row: s_j is taken iff C + p(s_0) + … + p(s_{j-1}) < τ.
-   Tiles with p = 0 are never taken.
+   Tiles with p = 0 are never taken. A row whose scores are not finite (a NaN or Inf in q or k) takes every
+   causal tile, so the value reaches its output as in SDPA.
 3. Selected = taken ∪ {qb} ∪ {0}: the sink is computed in every row (in the first chunk without being credited).
 
 Why (x-attention ``xattn/src/utils.py`` ``find_blocks_chunked`` ~lines 98–146, identical in PBS-Attn's vendored
@@ -36,7 +37,7 @@ from torch import Tensor
 from ..config import XAttentionConfig
 from ..plan import SparsePlan
 from ..scoring import antidiagonal_block_probs, block_grid, causal_blocks
-from ..selection import select_budget
+from ..selection import select_budget, unrankable_rows
 from .registry import register_fused, register_method
 
 
@@ -81,7 +82,7 @@ def plan_fused(q, k, cfg: XAttentionConfig, scale: float) -> SparsePlan:
     if cfg.budget is not None or cfg.threshold < 1:
         from ..kernels.antidiagonal import antidiagonal_block_probs_fused
 
-        scores = lambda h0, h1: antidiagonal_block_probs_fused(  # noqa: E731
+        scores = lambda h0, h1: antidiagonal_block_probs_fused(
             q[:, h0:h1], k[:, h0 // group : h1 // group], block_size=bs, stride=cfg.stride, scale=scale,
             token_causal=True,
         )
@@ -93,7 +94,8 @@ def plan_fused(q, k, cfg: XAttentionConfig, scale: float) -> SparsePlan:
 
 def _select(probs: Tensor, candidates: Tensor, credited: Tensor, lagged: Tensor, threshold: float) -> Tensor:
     """Step 2 of the module rule: (B, H, R, T) bool of the candidates taken. ``lagged`` (R,): first-chunk rows."""
-    p = torch.nan_to_num(probs.double(), nan=0.0)
+    unrankable = unrankable_rows(probs, candidates | credited)  # NaN/Inf in q or k: every candidate
+    p = probs.double().masked_fill(unrankable, 0.0)
     credit = (p * credited).sum(-1, keepdim=True)
     ordered, order = torch.sort(p.masked_fill(~candidates, 0.0), dim=-1, descending=True, stable=True)
     before = torch.cumsum(ordered, dim=-1) - ordered  # mass of the higher-ranked candidates
@@ -102,4 +104,4 @@ def _select(probs: Tensor, candidates: Tensor, credited: Tensor, lagged: Tensor,
     before_lagged = torch.where(torch.arange(p.shape[-1], device=p.device) == 0, -1.0, credit + lag)
     before = torch.where(lagged[:, None], before_lagged, credit + before)
     keep = (before < threshold) & (ordered > 0)
-    return torch.zeros_like(keep).scatter(-1, order, keep)
+    return torch.zeros_like(keep).scatter(-1, order, keep) | (candidates & unrankable)

@@ -18,10 +18,8 @@ from hydra import compose, initialize_config_dir
 
 from experiments._schema import register_schemas
 from pbs.eval.decoding import Sampling, next_token, request_seed, sampling_from_gen_kwargs
-from pbs.eval.longbench import data
-from pbs.eval.longbench import metrics as m
+from pbs.eval.longbench import data, scoring
 from pbs.eval.longbench import prompts as p
-from pbs.eval.longbench import scoring
 from pbs.eval.tasks.longbench import utils as task_utils
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

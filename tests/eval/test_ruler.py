@@ -259,3 +259,35 @@ def _sha(text: str) -> str:
     import hashlib
 
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def test_every_length_gets_its_own_score(tmp_path_factory):
+    """Per-length scores for any length evaluated (not only lm-eval's fixed 4K.. buckets: make run's 2K too), from
+    the samples' target lengths; the aggregate is the mean over tasks at each length."""
+    from pbs.eval.harness import build_lm, evaluate
+    from pbs.eval.ruler.settings import RulerSettings
+    from pbs.eval.summaries import aggregate_score
+
+    tiny = build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    lm = build_lm(str(tiny), method="sdpa", device="cpu", dtype="float32", apply_chat_template=False)
+    out = evaluate(None, tasks=["pbs_ruler_niah_single_2", "pbs_ruler_vt"], lm=lm, ruler=RulerSettings([600, 900], 2, 3))
+    for task in ("pbs_ruler_niah_single_2", "pbs_ruler_vt"):
+        gens = [g for g in out["generations"] if g["task"] == task]
+        for n in (600, 900):
+            mine = [float(g["score"]) for g in gens if g["max_length"] == n]
+            assert out["per_length"][task][str(n)] == {"score": round(100 * sum(mine) / 2, 2), "n": 2}
+    means = out["aggregate"]["per_length"]
+    assert set(means) == {"600", "900"} and all(e["n"] == 4 for e in means.values())
+    assert out["aggregate"] == aggregate_score(out) and out["aggregate"]["metric"] == "mean_task_score"
+    per_task = [out["scores"][t]["score"] for t in out["scores"]]
+    assert out["aggregate"]["score"] == round(sum(per_task) / len(per_task), 2)
+
+
+def test_aggregate_prefers_the_longbench_average():
+    from pbs.eval.summaries import aggregate_score
+
+    result = {"scores": {"pbs_longbench_hotpotqa": {"score": 40.0, "n_samples": 2},
+                         "pbs_longbench_v2": {"score": 10.0, "n_samples": 3}},
+              "longbench": {"average": 45.0}, "per_length": {}}
+    assert aggregate_score(result) == {"score": 45.0, "metric": "longbench_average", "n": 5, "per_length": {}}
+    assert aggregate_score({"scores": {"x": {"score": float("nan")}}})["score"] is None

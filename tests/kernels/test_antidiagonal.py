@@ -66,7 +66,7 @@ def _assert_same_as_reference(q, k, block_size, stride, segment_size, key_perm=N
         query_perm=query_perm, token_causal=token_causal, **tuning,
     )
     assert out.shape == ref.shape and out.dtype == torch.float32
-    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6), (out - ref).abs().max().item()
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6, equal_nan=True), (out - ref).abs().max().item()
     for threshold in (0.5, 0.9, 0.95):
         assert torch.equal(select_cumulative(out, allowed, threshold), select_cumulative(ref, allowed, threshold))
     return out, ref
@@ -135,12 +135,15 @@ def test_gqa_aligned_head_slices_equal_the_full_result():
     assert torch.equal(part, full[:, 2:4])
 
 
-def test_nan_inputs_zero_only_the_affected_reshaped_rows_as_the_reference():
+def test_nan_inputs_make_the_rows_that_see_them_nan_as_the_reference():
+    """A NaN is propagated, never zeroed: the plan rows that see it score NaN (the selection then takes them whole)."""
     q, k = _inputs(1, 2, 1, 256, 256, 64, torch.float32, 17, False)
     q[0, 0, 100, 5] = math.nan  # one reshaped row of plan row 1 (block 64, stride 8)
-    k[0, 0, 30, 0] = math.nan  # keys of block 0: poisons every row that sees it
-    out, ref = _assert_same_as_reference(q, k, 64, 8, None)
-    assert not torch.isnan(out).any()
+    k[0, 0, 200, 0] = math.nan  # a key of block 3: only row 3 sees it (token causal)
+    out, _ref = _assert_same_as_reference(q, k, 64, 8, None)
+    nan_rows = torch.isnan(out).any(-1)  # (B, H, R)
+    assert nan_rows[0, 0].tolist() == [False, True, False, True]
+    assert nan_rows[0, 1].tolist() == [False, False, False, True]
 
 
 def test_rows_without_allowed_tiles_are_zero():

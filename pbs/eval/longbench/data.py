@@ -105,12 +105,34 @@ def normalize_v1(rec: dict[str, Any], config: str) -> dict[str, Any]:
     return out
 
 
+class DataFormatError(ValueError):
+    """A data file that cannot be parsed: names the file, the line and what is wrong there."""
+
+
 def _read_json_records(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+    """Records of a JSON list or a JSON Lines file; a malformed one raises :class:`DataFormatError` naming the file
+    and the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-download the file") from None
     stripped = text.lstrip()
     if path.suffix == ".json" and stripped.startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{path}, line {e.lineno}, column {e.colno}: invalid JSON ({e.msg}); the file is "
+                                  "damaged or truncated: re-download it") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{path}, line {number}, column {e.colno}: invalid JSON ({e.msg}); the file is "
+                                  "damaged or truncated: re-download it (one JSON record per line)") from None
+    return records
 
 
 def _v1_local(config: str, source: str | os.PathLike, split: str) -> list[dict]:

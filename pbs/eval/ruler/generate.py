@@ -248,7 +248,8 @@ def _fit(build: Callable[[int], str], count_tokens: Callable[[str], int], target
     """Largest ``n`` with ``count_tokens(build(n)) <= target`` (exponential then binary search); its text."""
     lo, lo_text = 0, build(0)
     if count_tokens(lo_text) > target:
-        raise ValueError(f"target length {target} is shorter than the bare prompt")
+        raise ValueError(f"a RULER length of {target} tokens is shorter than the task's bare prompt "
+                         f"({count_tokens(lo_text)} tokens): raise task.lengths (e.g. task.lengths=[1024])")
     hi = 64
     while True:
         text = build(hi)

@@ -30,7 +30,11 @@ class RulerSettings:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        self.lengths = _parse_lengths(self.lengths)
+        try:
+            self.lengths = _parse_lengths(self.lengths)
+        except (TypeError, ValueError):
+            raise ValueError(f"lengths must be token counts, e.g. lengths=[4096, 8192] (task.lengths=[4096,8192]), "
+                             f"got lengths={self.lengths!r}") from None
         if not self.lengths or any(n < 64 for n in self.lengths):
             raise ValueError(f"lengths must be a non-empty list of token counts >= 64, got lengths={self.lengths!r}")
         for name in ("samples", "seed"):
