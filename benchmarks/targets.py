@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .rows import finite, find, is_ok
+from .rows import find, finite, is_ok
 
 TARGET_LONG = (32768, 65536, 131072)  # "32K–128K" in the targets
 TARGET_MAX = 131072  # "at 128K"

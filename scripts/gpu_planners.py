@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
+import functools
 import time
 from pathlib import Path
 
@@ -134,8 +134,8 @@ def timing(out_rows: list, lengths: list[int], methods: list[str] | None) -> Non
     for n in lengths:
         q, k, v = structured_qkv(1, 32, 8, n, 128, structure=BENCH_STRUCTURE, seed=0, dtype=torch.bfloat16,
                                  device="cuda")
-        dense = _events(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                                 enable_gqa=True))
+        dense = _events(functools.partial(torch.nn.functional.scaled_dot_product_attention, q, k, v, is_causal=True,
+                                          enable_gqa=True))
         for method, kwargs in TIMED:
             if methods and method not in methods:
                 continue
@@ -145,7 +145,7 @@ def timing(out_rows: list, lengths: list[int], methods: list[str] | None) -> Non
                     if planner == "torch" and n > 32768 and (kwargs.get("scoring") == "antidiagonal"
                                                              or method == "xattention"):
                         continue
-                    fn = lambda: pbs.plan(q, k, method, planner=planner, short_seq_policy=False, **kwargs)  # noqa: E731
+                    fn = functools.partial(pbs.plan, q, k, method, planner=planner, short_seq_policy=False, **kwargs)
                     the_plan = fn()
                     row[f"plan_{planner}_ms"] = _events(fn)
                     row[f"plan_{planner}_peak_gib"] = _peak_gib(fn)
@@ -153,7 +153,7 @@ def timing(out_rows: list, lengths: list[int], methods: list[str] | None) -> Non
                         row["fused"] = the_plan.planner if not isinstance(the_plan, pbs.Dense) else "dense"
                         row["note"] = getattr(the_plan, "planner_note", None) or ""
                         row["density"] = the_plan.density() if not isinstance(the_plan, pbs.Dense) else 1.0
-                        row["attend_ms"] = _events(lambda: pbs.attend(q, k, v, the_plan))
+                        row["attend_ms"] = _events(functools.partial(pbs.attend, q, k, v, the_plan))
                     del the_plan
                 row["total_ms"] = row["plan_triton_ms"] + row["attend_ms"]
                 row["overhead_pct"] = 100 * row["plan_triton_ms"] / row["total_ms"]
@@ -177,7 +177,7 @@ def profile(out_dir: Path, lengths: list[int]) -> None:
         q, k, _ = structured_qkv(1, 32, 8, n, 128, structure=BENCH_STRUCTURE, seed=0, dtype=torch.bfloat16,
                                  device="cuda")
         for method, kwargs in (("pbs", {}), ("pbs", {"permute": "none"}), ("meanpool", {})):
-            fn = lambda: pbs.plan(q, k, method, planner="triton", short_seq_policy=False, **kwargs)  # noqa: E731
+            fn = functools.partial(pbs.plan, q, k, method, planner="triton", short_seq_policy=False, **kwargs)
             for _ in range(3):
                 fn()
             torch.cuda.synchronize()

@@ -12,6 +12,7 @@ attention time (planning + kernel) and the planning time. On the CPU the same is
 from __future__ import annotations
 
 import time
+from typing import Self
 
 import torch
 
@@ -58,7 +59,7 @@ class AttentionProbe:
         if self._calls:
             self._calls[-1][kind].append((start, end))
 
-    def __enter__(self) -> AttentionProbe:
+    def __enter__(self) -> Self:
         from transformers import AttentionInterface
 
         import pbs.hf.attention as hf_attention

@@ -88,18 +88,18 @@ def _provenance(rows) -> list[str]:
 
 def _protocol() -> list[str]:
     return ["## Protocol", "",
-            "- TTFT = one forward over the prompt, batch 1, `model(ids, logits_to_keep=1, use_cache=True)` (the "
+            ("- TTFT = one forward over the prompt, batch 1, `model(ids, logits_to_keep=1, use_cache=True)` (the "
             "prefill: the KV cache is written, only the last position's logits computed); CUDA events (perf_counter "
-            "on a CPU), median (p10/p90 in the CSV) of ≥ 5 timed forwards after warm-up (compilation, autotuning excluded).",
-            "- Dense: transformers' `sdpa` attention forced to one backend (`sdpa_cudnn`, `sdpa_flash`, "
+            "on a CPU), median (p10/p90 in the CSV) of ≥ 5 timed forwards after warm-up (compilation, autotuning excluded)."),
+            ("- Dense: transformers' `sdpa` attention forced to one backend (`sdpa_cudnn`, `sdpa_flash`, "
             "`sdpa_efficient`); the fastest per model and length is the baseline of every speedup (named in "
-            "`baseline`). Methods: `pbs.hf.enable` with the fused GPU planners, the short-sequence policy off.",
-            "- Attention = the summed time of the attention calls of one forward (CUDA events inside the forward, "
+            "`baseline`). Methods: `pbs.hf.enable` with the fused GPU planners, the short-sequence policy off."),
+            ("- Attention = the summed time of the attention calls of one forward (CUDA events inside the forward, "
             "planning included); planning = the `pbs.plan` calls inside them; kernel = attention − planning; "
-            "rest = TTFT − attention (projections, MLP, norms, RoPE, cache writes). Medians over the timed forwards.",
-            "- Density = the method's stats over the timed forwards (mean over layers and heads; min/max over layers "
+            "rest = TTFT − attention (projections, MLP, norms, RoPE, cache writes). Medians over the timed forwards."),
+            ("- Density = the method's stats over the timed forwards (mean over layers and heads; min/max over layers "
             "in the CSV), beside the target. Peak memory = the first forward's maximum allocated (weights "
-            "included).", ""]
+            "included)."), ""]
 
 
 def _model_section(model: str, rows: list[dict]) -> list[str]:
@@ -160,8 +160,8 @@ def _paper_table9(rows) -> list[str]:
         body.append([_k(n), _f(base["ttft_ms"], 5) if base else "—", _f(ours["ttft_ms"], 5) if ours else "—",
                      f"{_f(ours['speedup'])}×" if ours else "—", full, pbs_ms, f"{speed}×"])
     return (["### Table 9 layout: Qwen3-8B TTFT ms (ours beside the paper's)", "",
-             f"Paper columns: {paper.HARDWARE} (256K/512K on 4/8 GPUs; we run one GPU up to 128K). Ours: the fastest "
-             "SDPA backend and PBS at the paper's Llama densities (Qwen3's own are not published).", ""]
+             (f"Paper columns: {paper.HARDWARE} (256K/512K on 4/8 GPUs; we run one GPU up to 128K). Ours: the fastest "
+             "SDPA backend and PBS at the paper's Llama densities (Qwen3's own are not published)."), ""]
             + _table(["N", "full, ours", "PBS, ours", "speedup, ours", "full, paper", "PBS, paper", "speedup, paper"],
                      body) + [""])
 
@@ -312,10 +312,10 @@ def table7_markdown(kernel_rows: list[dict], gpu: str, source: str) -> str:
               "paper overhead", "paper speedup"]
     return "\n".join([
         f"# Table 7 layout: PBS-Attn's kernel-level breakdown, ours ({gpu}) beside the paper's", "",
-        f"Ours: from `{source}` (one attention call, Llama-3.1-8B heads, bf16; dense = the fastest SDPA backend; "
+        (f"Ours: from `{source}` (one attention call, Llama-3.1-8B heads, bf16; dense = the fastest SDPA backend; "
         "PBS at its default threshold on the benchmark's structured synthetic inputs, so at its own density, "
         f"not the paper's; fused planner). Paper: Table 7 ({paper.HARDWARE}), key permutation. Overhead = "
-        "(permutation + selection) / total. Times in ms.", "", *_table(header, body), ""])
+        "(permutation + selection) / total. Times in ms."), "", *_table(header, body), ""])
 
 
 def table7_plot(kernel_rows: list[dict], path: Path, gpu: str) -> Path:

@@ -109,8 +109,8 @@ def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
 
 def summary(rows: list[dict], not_started: int = 0) -> str:
     """One screen: per run status, TTFT, speedup and density; failures with their errors; what is left."""
-    lines = [f"{'model':<24}{'proto':<9}{'N':>7}  {'variant':<19}{'status':<12}{'TTFT ms':>10}{'speedup':>9}"
-             f"{'density':>9}{'target':>8}{'attn%':>7}"]
+    lines = [(f"{'model':<24}{'proto':<9}{'N':>7}  {'variant':<19}{'status':<12}{'TTFT ms':>10}{'speedup':>9}"
+             f"{'density':>9}{'target':>8}{'attn%':>7}")]
     for r in rows:
         lines.append(f"{r['model'][:23]:<24}{r['protocol']:<9}{r['seq_len']:>7}  {r['variant'][:18]:<19}"
                      f"{r['status']:<12}{_short(r['ttft_ms']):>10}{_short(r['speedup']):>9}{_short(r['density']):>9}"

@@ -134,7 +134,7 @@ class _ModelState:
         self.name = name
         try:
             self.model, self.cfg = load_model(cfg.models[name], device, dtype)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.error = describe(exc)
             raise
         self.arch = architecture(self.cfg)
@@ -184,7 +184,7 @@ def measure(cfg: SpeedConfig, run: Run, state: _ModelState, device, prov: dict, 
 
             pbs.hf.disable(model)
             backend = getattr(SDPBackend, SDPA_VARIANTS[run.variant])
-            context = lambda: sdpa_kernel(backend)  # noqa: E731  (a fresh context manager per forward)
+            context = lambda: sdpa_kernel(backend)
             row.update(method="full", kwargs="sdpa", target_density=1.0)
         else:
             method, kwargs = cfg.method_kwargs(run.variant, run.seq_len, row["regime"])

@@ -256,7 +256,7 @@ def test_table7_from_the_kernel_benchmark_csv():
     pbs_128k = next(r for r in raw if r["section"] == "methods" and r["variant"] == "pbs" and r["seq_len"] == "131072")
     cudnn = min(float(r["median_ms"]) for r in raw if r["section"] == "dense" and r["seq_len"] == "131072"
                 and r["variant"].startswith("sdpa_"))
-    dense, perm, sel, att, total, overhead, speedup, density = table[131072]
+    dense, perm, sel, att, total, overhead, speedup, _density = table[131072]
     assert (dense, perm, sel, att, total) == (cudnn, *(float(pbs_128k[c]) for c in (
         "permutation_ms", "selection_ms", "attention_ms", "total_ms")))
     assert overhead == float(pbs_128k["overhead_pct"]) and speedup == pytest.approx(cudnn / total)
