@@ -25,6 +25,8 @@ import pbs
 from pbs.backends import dense_plan
 from pbs.synthetic import Structure, structured_qkv
 
+from .timing import time_cuda
+
 
 def _sdpa(backend, q, k, v):
     """Dense causal SDPA on one backend (cuDNN, flash)."""
@@ -35,18 +37,7 @@ def _sdpa(backend, q, k, v):
 
 
 def _events(fn, reps=20, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    return sorted(times)[len(times) // 2]
+    return time_cuda(fn, warmup=warmup, reps=reps)["median_ms"]
 
 
 def _rel(a, b):

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import pbs
+from benchmarks.timing import peak_mem_gib, time_cuda
 from pbs.provenance import provenance
 from pbs.synthetic import Structure, structured_qkv
 
@@ -53,30 +54,9 @@ TIMED = [
 ]
 
 
-def _events(fn, reps=10, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    return sorted(times)[len(times) // 2]
-
-
-def _peak_gib(fn):
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    out = fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - before
-    del out
-    return peak / 2**30
+def _events(fn) -> float:
+    """Median CUDA-event milliseconds of ``fn`` (the benchmark's timer: warm-up, L2 flushed between reps)."""
+    return time_cuda(fn, warmup=3, reps=10)["median_ms"]
 
 
 def _compare(a, b) -> dict:
@@ -148,7 +128,7 @@ def timing(out_rows: list, lengths: list[int], methods: list[str] | None) -> Non
                     fn = functools.partial(pbs.plan, q, k, method, planner=planner, short_seq_policy=False, **kwargs)
                     the_plan = fn()
                     row[f"plan_{planner}_ms"] = _events(fn)
-                    row[f"plan_{planner}_peak_gib"] = _peak_gib(fn)
+                    row[f"plan_{planner}_peak_gib"] = peak_mem_gib(fn)
                     if planner == "triton":
                         row["fused"] = the_plan.planner if not isinstance(the_plan, pbs.Dense) else "dense"
                         row["note"] = getattr(the_plan, "planner_note", None) or ""

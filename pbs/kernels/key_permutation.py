@@ -32,13 +32,17 @@ def _row_stats_kernel(
     q_start, m_rows, n_keys, keys_per_split, scale,
     H: tl.constexpr, KV_GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROUND_LOGITS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr,
 ):
+    """Partial softmax statistics of m query rows over keys [split·kps, +kps) ∩ [0, n_keys); with CAUSAL the rows
+    are the last m positions of n_keys and see only keys at or before their own."""
     split = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < m_rows
+    q_pos = n_keys - m_rows + rows
     offs_d = tl.arange(0, D_PAD)
     d_ok = offs_d < HEAD_DIM
     q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + (q_start + rows)[:, None] * stride_qn + offs_d[None, :]
@@ -56,7 +60,10 @@ def _row_stats_kernel(
         s = tl.dot(q, k, input_precision=DOT_PRECISION)
         if ROUND_LOGITS:
             s = s.to(Q.dtype.element_ty).to(tl.float32)
-        s = tl.where(col_ok[None, :], s * scale, float("-inf"))
+        visible = col_ok[None, :]
+        if CAUSAL:
+            visible = visible & (cols[None, :] <= q_pos[:, None])
+        s = tl.where(visible, s * scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s - m_safe[:, None]), 1)
@@ -215,7 +222,7 @@ def key_permutation_fused(q: Tensor, k: Tensor, block_size: int, segment_size: i
         part_m.stride(0), part_m.stride(1), part_m.stride(2),
         q_start, m_rows, complete, keys_per_split, scale,
         H=heads, KV_GROUP=kv_group, HEAD_DIM=dim, D_PAD=d_pad, BLOCK_M=block_m, BLOCK_N=block_n,
-        ROUND_LOGITS=round_logits, DOT_PRECISION=precision, num_warps=8 if on_gpu else 4,
+        ROUND_LOGITS=round_logits, DOT_PRECISION=precision, CAUSAL=False, num_warps=8 if on_gpu else 4,
     )
     row_m = torch.empty(batch, heads, block_m, dtype=torch.float32, device=device)
     row_l = torch.empty_like(row_m)

@@ -3,9 +3,9 @@
 The fused counterpart of ``pbs.vertical_slash.last_query_probs`` + ``column_and_diagonal_sums`` (MInference,
 FlexPrefill): the last m queries' (B, H, m, Nk) probabilities are never stored. Two launches:
 
-1. ``_causal_stats_kernel``: per (b, q head, key split), online max and sum of exp of the scaled fp32 logits of
-   the last m queries over the keys at or before each query (flash-style partial statistics), combined per row
-   by ``key_permutation._combine_stats_kernel``.
+1. ``key_permutation._row_stats_kernel`` (causal): per (b, q head, key split), online max and sum of exp of the
+   scaled fp32 logits of the last m queries over the keys at or before each query (flash-style partial
+   statistics), combined per row by ``key_permutation._combine_stats_kernel``.
 2. ``_vertical_slash_kernel``: per (b, q head, key chunk), the probabilities recomputed with those statistics;
    their column sums are the chunk's vertical scores, and each is added to its diagonal offset (query − key)
    with an atomic add for the slash scores (a diagonal crosses several chunks).
@@ -18,47 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .key_permutation import _combine_stats_kernel
-
-
-@triton.jit
-def _causal_stats_kernel(
-    Q, K, M_OUT, L_OUT,
-    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_mb, stride_mh, stride_ms,
-    q_start, m_rows, n_keys, keys_per_split, scale,
-    H: tl.constexpr, KV_GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    split = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    rows = tl.arange(0, BLOCK_M)
-    row_ok = rows < m_rows
-    q_pos = n_keys - m_rows + rows  # the last m queries sit at the last m key positions
-    offs_d = tl.arange(0, D_PAD)
-    d_ok = offs_d < HEAD_DIM
-    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + (q_start + rows)[:, None] * stride_qn
-                + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    k_base = K + b.to(tl.int64) * stride_kb + (h // KV_GROUP) * stride_kh
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    lo = split * keys_per_split
-    hi = tl.minimum(lo + keys_per_split, n_keys)
-    for start in range(lo, hi, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)
-        col_ok = cols < hi
-        k = tl.load(k_base + cols[None, :].to(tl.int64) * stride_kn + offs_d[:, None],
-                    mask=col_ok[None, :] & d_ok[:, None], other=0.0)
-        s = tl.dot(q, k, input_precision=DOT_PRECISION) * scale
-        s = tl.where(col_ok[None, :] & (cols[None, :] <= q_pos[:, None]), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s - m_safe[:, None]), 1)
-        m_i = m_new
-    out = b.to(tl.int64) * stride_mb + h * stride_mh + split * stride_ms + rows
-    tl.store(M_OUT + out, m_i, mask=row_ok)
-    tl.store(L_OUT + out, l_i, mask=row_ok)
+from .key_permutation import _combine_stats_kernel, _row_stats_kernel
 
 
 @triton.jit
@@ -119,9 +79,10 @@ def last_query_sums_fused(q: Tensor, k: Tensor, last_q: int, scale: float) -> tu
     part_l = torch.empty_like(part_m)
     common = dict(H=heads, KV_GROUP=heads // kv_heads, HEAD_DIM=dim, D_PAD=d_pad, BLOCK_M=block_m,
                   BLOCK_N=block_n, DOT_PRECISION=precision, num_warps=4)
-    _causal_stats_kernel[(splits, batch * heads)](
+    _row_stats_kernel[(splits, batch * heads)](
         q, k, part_m, part_l, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        part_m.stride(0), part_m.stride(1), part_m.stride(2), q_start, m_rows, nk, keys_per_split, scale, **common,
+        part_m.stride(0), part_m.stride(1), part_m.stride(2), q_start, m_rows, nk, keys_per_split, scale,
+        ROUND_LOGITS=False, CAUSAL=True, **common,
     )
     row_m = torch.empty(batch, heads, block_m, dtype=torch.float32, device=q.device)
     row_l = torch.empty_like(row_m)
