@@ -28,14 +28,6 @@ TINY = {"num_hidden_layers": 2, "hidden_size": 128, "intermediate_size": 256, "n
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_spec(**kw):
     return SpeedModel(config="models/configs/llama3.1-8b-instruct.json", lengths=[256], config_overrides=TINY, **kw)
 
