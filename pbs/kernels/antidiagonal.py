@@ -256,7 +256,8 @@ def _check_inputs(q, k, block_size, stride, scale, segment_size, key_perm, query
         raise ValueError(f"need 1 <= Nq <= Nk, got Nq={nq}, Nk={k.shape[2]}")
     if q.stride(-1) != 1 or k.stride(-1) != 1:
         raise ValueError("q and k need a contiguous last dimension (stride 1)")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
+    if (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16
+            or block_size & (block_size - 1)):
         raise ValueError(f"block_size must be a power of two >= 16, got block_size={block_size!r}")
     if (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1 or stride & (stride - 1)
             or stride > block_size):
