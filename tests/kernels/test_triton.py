@@ -8,6 +8,7 @@ import torch
 
 import pbs
 from pbs.backends import run_plan
+from pbs.kernels.block_sparse_attn import KernelConfig, permuted_kv_copy, pbs_attn_fwd
 from pbs.config import make_config
 from pbs.methods import get_method
 from pbs.synthetic import structured_qkv
@@ -70,3 +71,41 @@ def test_triton_auto_is_torch_on_cpu():
     assert stats.backend == "torch"
     _, stats = pbs.sparse_attention(q, k, v, method="meanpool", block_size=16, backend="triton", return_stats=True)
     assert stats.backend == "triton"
+
+
+VARIANTS = {
+    "descriptors": KernelConfig(kv_descriptors=True),
+    "permuted-copy": KernelConfig(permuted_copy=True),
+    "copy+descriptors": KernelConfig(permuted_copy=True, kv_descriptors=True),
+    "heavy-first": KernelConfig(schedule="heavy_first"),
+    "rows-reversed": KernelConfig(schedule="rows_reversed"),
+    "gqa-rows": KernelConfig(schedule="gqa_rows"),
+    "q-descriptors": KernelConfig(q_descriptors=True),
+    "k-row-major": KernelConfig(k_row_major=True, kv_descriptors=False),
+    "pointers": KernelConfig(kv_descriptors=False),
+    "unfolded-scale": KernelConfig(fold_scale=False),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("method,kwargs", [PLANS[0], PLANS[2], PLANS[4], PLANS[8], PLANS[9]],
+                         ids=["pbs-key", "pbs-key+query", "pbs-kv-head", "minference", "minference-aligned"])
+@pytest.mark.parametrize("nq,nk", [(77, 203), (203, 203)])
+def test_kernel_variants_equal_reference(variant, method, kwargs, nq, nk):
+    """Every launch variant the benchmarks compare computes the same function (odd N, Nq < Nk, GQA, fp32)."""
+    q, k, v = structured_qkv(1, 4, 2, nk, 32, seed=7)
+    q = q[:, :, nk - nq :].contiguous()
+    k, v = k.transpose(1, 2).contiguous().transpose(1, 2), v  # K strided as a (B, N, H, D) cache view
+    scale = 32**-0.5
+    plan = _plan(method, kwargs, q, k, scale)
+    out = pbs_attn_fwd(q, k, v, plan, scale, VARIANTS[variant])
+    ref = run_plan(q, k, v, plan, scale, "torch")
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_permuted_kv_copy_gathers_rows():
+    k = torch.randn(2, 2, 50, 32)
+    perm = torch.stack([torch.randperm(50) for _ in range(2 * 4)]).view(2, 4, 50).to(torch.int32)
+    out = permuted_kv_copy(k, perm)
+    ref = torch.stack([torch.stack([k[b, h // 2, perm[b, h].long()] for h in range(4)]) for b in range(2)])
+    assert out.is_contiguous() and torch.equal(out, ref)
