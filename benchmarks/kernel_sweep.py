@@ -28,7 +28,7 @@ import torch
 
 import pbs
 from pbs.backends import dense_plan
-from pbs.kernels.block_sparse_attn import KernelConfig, permuted_kv_copy, pbs_attn_fwd
+from pbs.kernels.block_sparse_attn import KernelConfig, pbs_attn_fwd, permuted_kv_copy
 from pbs.synthetic import structured_qkv
 
 from .inputs import random_block_plan
@@ -72,13 +72,15 @@ WS_VARIANTS = {
 }
 PERMUTED_VARIANTS = {
     "v2 gather": V2,
-    "fold gather": FOLD,
-    "fold gather s3": _cfg(FOLD, num_stages=3),
-    "fold gather k_row_major": _cfg(FOLD, k_row_major=True),
-    "fold gather gqa_rows": _cfg(FOLD, schedule="gqa_rows"),
-    "fold gather w4 s3": _cfg(FOLD, num_warps=4, num_stages=3),
-    "copy+desc+fold": _cfg(FOLD_DESC, permuted_copy=True),
-    "copy+desc+fold s3": _cfg(FOLD_DESC, permuted_copy=True, num_stages=3),
+    "default (auto)": None,
+    "gather (k_row_major)": KernelConfig(permuted_copy=False),
+    "copy, all heads at once": KernelConfig(permuted_copy=True, copy_budget=100.0),
+    "copy, all heads at once s3": KernelConfig(permuted_copy=True, copy_budget=100.0, num_stages=3),
+    "copy, chunks of 25% K+V": KernelConfig(permuted_copy=True, copy_budget=0.25),
+    "copy, chunks of 25% K+V s3": KernelConfig(permuted_copy=True, copy_budget=0.25, num_stages=3),
+    "copy, chunks of 25% K+V rows_reversed": KernelConfig(permuted_copy=True, copy_budget=0.25,
+                                                          schedule="rows_reversed"),
+    "copy, chunks of 50% K+V": KernelConfig(permuted_copy=True, copy_budget=0.5),
 }
 B64 = _cfg(FOLD_DESC, block_m=64, block_n=64, num_warps=4, num_stages=3)
 B64_VARIANTS = {
@@ -108,9 +110,15 @@ class Sweep:
                 **extra) -> dict:
         row = dict(part=part, case=case, variant=variant, **extra)
         try:
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
             out = fn()
             if DEVICE == "cuda":
                 torch.cuda.synchronize()
+                row["extra_peak_mib"] = (torch.cuda.max_memory_allocated() - before - out.numel()
+                                         * out.element_size()) / 2**20
             if ref is not None:
                 err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
                 row["rel_err"] = err
@@ -121,7 +129,8 @@ class Sweep:
             row.update(ms=t["median_ms"], p10_ms=t["p10_ms"], p90_ms=t["p90_ms"], reps=t["reps"],
                        tflops=flops / t["median_ms"] / 1e9)
             self.log(f"{part:10s} {case:28s} {variant:40s} {t['median_ms']:9.3f} ms {row['tflops']:6.0f} TFLOP/s"
-                     + (f"  err {row['rel_err']:.1e}" if "rel_err" in row else ""))
+                     + (f"  err {row['rel_err']:.1e}" if "rel_err" in row else "")
+                     + (f"  +{row['extra_peak_mib']:.0f} MiB" if "extra_peak_mib" in row else ""))
         except Exception as exc:  # noqa: BLE001  (a variant that does not compile or is wrong is recorded)
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             self.log(f"{part:10s} {case:28s} {variant:40s} FAILED {row['error'][:200]}")
@@ -168,6 +177,21 @@ def dense(sw: Sweep, lengths=(32768, 131072)) -> None:
             del q, k, v, ref, plan
 
 
+def defaults(sw: Sweep, lengths=(32768, 131072)) -> None:
+    """The shipped defaults (config=None) beside cuDNN: dense D 128 and D 64, block 64, MInference."""
+    for n in lengths:
+        for dim in (128, 64):
+            q, k, v = _inputs(n, dim)
+            flops = _dense_flops(32, dim, n)
+            ref = _sdpa("CUDNN_ATTENTION", q, k, v)
+            case = f"N={n} D={dim}"
+            sw.measure("defaults", case, "sdpa cudnn", functools.partial(_sdpa, "CUDNN_ATTENTION", q, k, v), flops, ref)
+            plan = dense_plan(1, 32, 8, n, n, 128, DEVICE)
+            sw.measure("defaults", case, "default", functools.partial(pbs_attn_fwd, q, k, v, plan, dim**-0.5), flops,
+                       ref)
+            del q, k, v, ref, plan
+
+
 def qwen(sw: Sweep, lengths=(32768, 131072)) -> None:
     """Qwen2.5-7B heads (28 q / 4 KV, D 128): the default against v2 and cuDNN."""
     for n in lengths:
@@ -204,7 +228,7 @@ def permuted(sw: Sweep, lengths=(32768, 131072)) -> None:
         scale = 128**-0.5
         ref = pbs_attn_fwd(q, k, v, plan, scale, V2)
         ref_nat = pbs_attn_fwd(q, k, v, natural, scale, V2)
-        for name, cfg in (("v2", V2), ("fold+desc", FOLD_DESC), ("fold+desc s3", _cfg(FOLD_DESC, num_stages=3))):
+        for name, cfg in (("v2", V2), ("default", None), ("default s3", KernelConfig(num_stages=3))):
             sw.measure("permuted", case, f"natural order, {name}",
                        functools.partial(pbs_attn_fwd, q, k, v, natural, scale, cfg), flops, ref_nat, density=d)
         for name, cfg in PERMUTED_VARIANTS.items():
@@ -276,7 +300,7 @@ def main():
            f"date {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     parts = {"dense": functools.partial(dense, lengths=lengths), "permuted": functools.partial(permuted, lengths=lengths),
              "block64": functools.partial(block64, n=lengths[0]), "minference": functools.partial(minference, n=lengths[-1]),
-             "ws": functools.partial(ws, n=lengths[0]), "qwen": functools.partial(qwen, lengths=lengths)}
+             "ws": functools.partial(ws, n=lengths[0]), "defaults": functools.partial(defaults, lengths=lengths), "qwen": functools.partial(qwen, lengths=lengths)}
     for part in args.parts.split(","):
         parts[part](sw)
 

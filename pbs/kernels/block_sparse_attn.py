@@ -149,7 +149,7 @@ def _pbs_fwd_kernel(
     stride_cnb, stride_cnh, stride_cib, stride_cih, stride_cir,
     stride_wnb, stride_wnh, stride_wib, stride_wih, stride_wir,
     seq_len_q, seq_len_kv, q_offset, first_q_block, qk_scale, num_programs_m, num_bh,
-    H: tl.constexpr, GROUP: tl.constexpr, PERM_PER_Q_HEAD: tl.constexpr,
+    H: tl.constexpr, GROUP: tl.constexpr, SCHED_GROUP: tl.constexpr, PERM_PER_Q_HEAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     SPARSE_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KEY_PERM: tl.constexpr, HAS_QUERY_PERM: tl.constexpr, HAS_COLS: tl.constexpr, HAS_WINDOWS: tl.constexpr,
@@ -171,10 +171,10 @@ def _pbs_fwd_kernel(
         pid_bh = tl.program_id(1)
     elif SCHEDULE == "gqa_rows":  # the query heads of one KV head side by side, then the next query block
         pid = tl.program_id(0)
-        per_kv = num_programs_m * GROUP
+        per_kv = num_programs_m * SCHED_GROUP
         pid_kv = pid // per_kv
-        pid_m = (pid % per_kv) // GROUP
-        pid_bh = pid_kv * GROUP + pid % GROUP
+        pid_m = (pid % per_kv) // SCHED_GROUP
+        pid_bh = pid_kv * SCHED_GROUP + pid % SCHED_GROUP
     else:  # "rows": every query block of one head, then the next head
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
@@ -268,10 +268,11 @@ def _pbs_fwd_kernel(
 
 @triton.jit
 def _gather_rows_kernel(
-    SRC, OUT, PERM, stride_sb, stride_sh, stride_sn, stride_pb, stride_ph, seq_len,
+    SRC, OUT, PERM, stride_sb, stride_sh, stride_sn, stride_pb, stride_ph, seq_len, head_offset,
     HP: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """OUT[b, hp, s] = SRC[b, hp // GROUP, PERM[b, hp, s]]: K or V in permuted-slot order, OUT contiguous."""
+    """OUT[b, hp, s] = SRC[b, (head_offset + hp) // GROUP, PERM[b, hp, s]]: K or V in permuted-slot order, OUT
+    contiguous; PERM holds the permutations of heads head_offset.. (a chunk of them)."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // HP
@@ -281,22 +282,25 @@ def _gather_rows_kernel(
     key = tl.load(PERM + b.to(tl.int64) * stride_pb + hp * stride_ph + slot, mask=ok, other=0).to(tl.int64)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     mask = ok[:, None] & (offs_d < HEAD_DIM)[None, :]
-    src = SRC + b.to(tl.int64) * stride_sb + (hp // GROUP) * stride_sh + key[:, None] * stride_sn + offs_d[None, :]
+    src = SRC + b.to(tl.int64) * stride_sb + ((head_offset + hp) // GROUP) * stride_sh + key[:, None] * stride_sn + offs_d[None, :]
     rows = tl.load(src, mask=mask)
     dst = OUT + pid_bh.to(tl.int64) * seq_len * HEAD_DIM + slot[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(dst, rows, mask=mask)
 
 
-def permuted_kv_copy(x: torch.Tensor, key_perm: torch.Tensor) -> torch.Tensor:
+def permuted_kv_copy(x: torch.Tensor, key_perm: torch.Tensor, head_offset: int = 0, group: int | None = None
+                     ) -> torch.Tensor:
     """x (B, H_KV, Nk, D), key_perm (B, Hp, Nk) -> (B, Hp, Nk, D) contiguous with row s = x[.., key_perm[.., s]].
-    Bytes: reads Hp·Nk·D and writes Hp·Nk·D elements (Hp = H for per-query-head permutations)."""
+    ``key_perm`` may be heads ``head_offset..`` of a permutation over ``group`` × H_KV heads (default: Hp / H_KV).
+    Bytes: reads and writes Hp·Nk·D elements per batch element."""
     batch, kv_heads, nk, dim = x.shape
     hp = key_perm.shape[1]
+    group = group if group is not None else hp // kv_heads
     out = torch.empty(batch, hp, nk, dim, dtype=x.dtype, device=x.device)
     block = 64
     _gather_rows_kernel[(triton.cdiv(nk, block), batch * hp)](
-        x, out, key_perm, x.stride(0), x.stride(1), x.stride(2), key_perm.stride(0), key_perm.stride(1), nk,
-        HP=hp, GROUP=hp // kv_heads, HEAD_DIM=dim, HEAD_DIM_PAD=max(16, triton.next_power_of_2(dim)), BLOCK=block,
+        x, out, key_perm, x.stride(0), x.stride(1), x.stride(2), key_perm.stride(0), key_perm.stride(1), nk, head_offset,
+        HP=hp, GROUP=group, HEAD_DIM=dim, HEAD_DIM_PAD=max(16, triton.next_power_of_2(dim)), BLOCK=block,
     )
     return out
 
@@ -307,8 +311,9 @@ class KernelConfig:
 
     block_m, block_n: query rows and keys per step (divide the plan's block size); num_warps, num_stages: Triton's;
     kv_descriptors: K/V tiles through TMA tensor descriptors (CUDA, Hopper+; D a power of two);
-    permuted_copy: read permuted plans from a (B, Hp, Nk, D) permuted copy of K and V made per call instead of
-    gathering rows in the kernel; schedule: program order ("rows": a head's query blocks in order, then the next
+    permuted_copy: read permuted plans from a permuted copy of K and V (contiguous, TMA-loadable tiles) instead
+    of gathering rows in the kernel; the copy is made per chunk of heads, at most ``copy_budget`` × the bytes of K
+    and V at a time, one launch per chunk (None: copy when every chunk's launch still fills the GPU); schedule: program order ("rows": a head's query blocks in order, then the next
     head; "rows_reversed"; "heavy_first": the last query blocks of every head first; "gqa_rows": the query heads
     of one KV head side by side); q_descriptors: Q loads and O stores through descriptors (no query permutation,
     query blocks aligned); k_row_major: gathered K tiles loaded as rows and transposed in the kernel;
@@ -322,6 +327,7 @@ class KernelConfig:
     num_stages: int | None = None
     kv_descriptors: bool | None = None
     permuted_copy: bool | None = None
+    copy_budget: float | None = None
     schedule: str | None = None
     q_descriptors: bool | None = None
     k_row_major: bool | None = None
@@ -330,16 +336,26 @@ class KernelConfig:
 
 
 def kernel_config(plan: SparsePlan, head_dim: int, on_gpu: bool, override: KernelConfig | None = None) -> KernelConfig:
-    """The settings used for ``plan``: ``override``'s fields where given, else the measured defaults."""
-    if not on_gpu:
+    """The settings used for ``plan``: ``override``'s fields where given, else the measured defaults
+    (docs/perf-notes.md, "Kernel throughput"; H200, Triton 3.6). ``permuted_copy`` may stay None (decided per call)."""
+    if not on_gpu:  # the interpreter: small tiles, the GPU's code paths
         block = min(plan.block_size, 32)
-        base = KernelConfig(block, block, 4, 1, kv_descriptors=True, permuted_copy=False, schedule="rows",
-                            fold_scale=True, warp_specialize=False, q_descriptors=False, k_row_major=False)
+        base = KernelConfig(block, block, 4, 1, kv_descriptors=True, permuted_copy=False, copy_budget=0.25,
+                            schedule="rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
+                            k_row_major=True)
+    elif plan.block_size < 128:
+        # block 64 (MInference, block-64 plans): 64x64 tiles need 4 warps (8: 179 vs 470 TFLOP/s); the query heads of
+        # one KV head side by side share K/V, columns and windows in L2 (+3–5%)
+        block = plan.block_size
+        base = KernelConfig(block, block, 4, 3, kv_descriptors=True, permuted_copy=None, copy_budget=0.25,
+                            schedule="gqa_rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
+                            k_row_major=True)
     else:
-        # measured on an H200 (docs/perf-notes.md, v2): 128x128 tiles, 8 warps, 2 stages beat 128x64/3 stages
-        block = min(plan.block_size, 128)
-        base = KernelConfig(block, block, 8, 2, kv_descriptors=True, permuted_copy=False, schedule="rows",
-                            fold_scale=True, warp_specialize=False, q_descriptors=False, k_row_major=False)
+        # 128x128 tiles; D 128: 8 warps, 2 stages; D <= 64: 4 warps, 3 stages (403 vs 329 TFLOP/s)
+        small_d = head_dim <= 64
+        base = KernelConfig(128, 128, 4 if small_d else 8, 3 if small_d else 2, kv_descriptors=True,
+                            permuted_copy=None, copy_budget=0.25, schedule="rows", fold_scale=True,
+                            warp_specialize=False, q_descriptors=True, k_row_major=True)
     if override is None:
         return base
     return KernelConfig(**{f.name: getattr(override, f.name) if getattr(override, f.name) is not None
@@ -360,6 +376,18 @@ def _descriptors_ok(dim: int, *tensors: torch.Tensor) -> bool:
                for t in tensors)
 
 
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def copy_chunk_heads(plan: SparsePlan, heads: int, kv_heads: int, budget: float) -> int:
+    """Query heads per launch on the permuted-copy path. A copy of K and V for one permutation head takes
+    1 / kv_heads of the bytes of K and V, so a chunk copies floor(budget × kv_heads) permutation heads (at least
+    one): 2 of Llama-3.1-8B's 32 query heads at budget 0.25, or 8 with one permutation per KV head."""
+    per_perm = heads // plan.key_perm.shape[1]  # query heads per permutation head: 1 or the GQA group
+    return max(1, int(budget * kv_heads + 1e-9)) * per_perm
+
+
 def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: SparsePlan, scale: float,
                  config: KernelConfig | None = None) -> torch.Tensor:
     """Run the plan: q (B, Hq, Nq, D), k, v (B, Hkv, Nk, D) -> out (B, Hq, Nq, D) in q's dtype, natural order.
@@ -376,8 +404,6 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
             f"B,H={tuple(plan.kv_num_blocks.shape[:2])}) vs q {tuple(q.shape)}, k {tuple(k.shape)}"
         )
     cfg = kernel_config(plan, dim, q.is_cuda, config)
-    bm, bn = cfg.block_m, cfg.block_n
-    head_dim_pad = max(16, triton.next_power_of_2(dim))
     out = torch.empty_like(q)
     dummy = torch.zeros(1, 1, 1, 1, dtype=torch.int32, device=q.device)
     # int32 indices: half the index bytes of the plan's int64 permutations
@@ -387,18 +413,49 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
     col_idx = plan.col_indices if plan.col_indices is not None else dummy
     win_num = plan.win_num if plan.win_starts is not None else dummy.view(1, 1, 1)
     win_start = plan.win_starts if plan.win_starts is not None else dummy
-    tensors = [plan.full_kv_num_blocks, plan.full_kv_indices, plan.kv_num_blocks, plan.kv_indices, col_num, col_idx,
-               win_num, win_start, key_perm, query_perm]
-    tensors = [t.contiguous() for t in tensors]
-    full_num, full_idx, part_num, part_idx, col_num, col_idx, win_num, win_start, key_perm, query_perm = tensors
+    lists = [plan.full_kv_num_blocks, plan.full_kv_indices, plan.kv_num_blocks, plan.kv_indices, col_num, col_idx,
+             win_num, win_start]
+    lists = [t.contiguous() for t in lists]
+    query_perm = query_perm.contiguous()
+    programs_m = plan.num_rows * (plan.block_size // cfg.block_m)
+
     # the copy serves permuted tiles only: columns and windows index original positions
-    kv_permuted = (bool(cfg.permuted_copy) and plan.key_perm is not None and plan.col_indices is None
-                   and plan.win_starts is None)
-    k_src, v_src = (permuted_kv_copy(k, key_perm), permuted_kv_copy(v, key_perm)) if kv_permuted else (k, v)
-    use_desc = bool(cfg.kv_descriptors) and _descriptors_ok(dim, k_src, v_src)
-    k_desc = _descriptor(k_src, bn, head_dim_pad) if use_desc else dummy
-    v_desc = _descriptor(v_src, bn, head_dim_pad) if use_desc else dummy
-    programs_m = plan.num_rows * (plan.block_size // bm)
+    copy_possible = plan.key_perm is not None and plan.col_indices is None and plan.win_starts is None
+    chunk = copy_chunk_heads(plan, heads, kv_heads, cfg.copy_budget) if copy_possible else heads
+    use_copy = copy_possible and (cfg.permuted_copy if cfg.permuted_copy is not None
+                                  else chunk * batch * programs_m >= 4 * _sm_count(q.device))
+    if not use_copy:
+        _launch(q, k, v, out, key_perm.contiguous(), query_perm, lists, plan, scale, cfg, kv_permuted=False,
+                group=heads // kv_heads, programs_m=programs_m, dummy=dummy)
+        return out
+    # [Note] one launch per chunk of heads, each on its own permuted copy of K and V: contiguous tiles that TMA
+    # can load, in memory bounded by copy_budget (docs/perf-notes.md: 0.97-0.99x of natural-order tiles vs 0.85-0.88x
+    # for the in-kernel gather)
+    perm_heads = key_perm.shape[1]
+    per_perm = heads // perm_heads  # query heads per permutation head
+    for h0 in range(0, heads, chunk):
+        h1 = min(heads, h0 + chunk)
+        perm = key_perm[:, h0 // per_perm : -(-h1 // per_perm)].contiguous()
+        k_src = permuted_kv_copy(k, perm, h0 // per_perm, perm_heads // kv_heads)
+        v_src = permuted_kv_copy(v, perm, h0 // per_perm, perm_heads // kv_heads)
+        _launch(q[:, h0:h1], k_src, v_src, out[:, h0:h1], perm, query_perm[:, h0:h1] if plan.query_perm is not None
+                else query_perm, [t[:, h0:h1] for t in lists], plan, scale, cfg, kv_permuted=True,
+                group=heads // kv_heads, programs_m=programs_m, dummy=dummy)
+        del k_src, v_src
+    return out
+
+
+def _launch(q, k, v, out, key_perm, query_perm, lists, plan: SparsePlan, scale: float, cfg: KernelConfig, *,
+            kv_permuted: bool, group: int, programs_m: int, dummy) -> None:
+    """One kernel launch over q's heads (a chunk of the plan's, with the matching slices of the lists)."""
+    batch, heads, nq, dim = q.shape
+    nk = k.shape[2]
+    bm, bn = cfg.block_m, cfg.block_n
+    head_dim_pad = max(16, triton.next_power_of_2(dim))
+    full_num, full_idx, part_num, part_idx, col_num, col_idx, win_num, win_start = lists
+    use_desc = bool(cfg.kv_descriptors) and _descriptors_ok(dim, k, v)
+    k_desc = _descriptor(k, bn, head_dim_pad) if use_desc else dummy
+    v_desc = _descriptor(v, bn, head_dim_pad) if use_desc else dummy
     flat = cfg.schedule in ("heavy_first", "gqa_rows")
     grid = (programs_m * batch * heads,) if flat else (programs_m, batch * heads)
     q_desc_on = (bool(cfg.q_descriptors) and plan.query_perm is None and (nk - nq) % bm == 0
@@ -406,11 +463,11 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
     q_desc = _descriptor(q, bm, head_dim_pad) if q_desc_on else dummy
     o_desc = _descriptor(out, bm, head_dim_pad) if q_desc_on else dummy
     _pbs_fwd_kernel[grid](
-        q, k_src, v_src, out, q_desc, o_desc, k_desc, v_desc, key_perm, query_perm,
+        q, k, v, out, q_desc, o_desc, k_desc, v_desc, key_perm, query_perm,
         full_num, full_idx, part_num, part_idx, col_num, col_idx, win_num, win_start,
         q.stride(0), q.stride(1), q.stride(2),
-        k_src.stride(0), k_src.stride(1), k_src.stride(2),
-        v_src.stride(0), v_src.stride(1), v_src.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         key_perm.stride(0), key_perm.stride(1), query_perm.stride(0), query_perm.stride(1),
         full_num.stride(0), full_num.stride(1), full_idx.stride(0), full_idx.stride(1), full_idx.stride(2),
@@ -418,8 +475,8 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
         col_num.stride(0), col_num.stride(1), col_idx.stride(0), col_idx.stride(1), col_idx.stride(2),
         win_num.stride(0), win_num.stride(1), win_start.stride(0), win_start.stride(1), win_start.stride(2),
         nq, nk, nk - nq, plan.first_q_block, scale * 1.4426950408889634, programs_m, batch * heads,
-        H=heads, GROUP=heads // kv_heads,
-        PERM_PER_Q_HEAD=plan.key_perm is not None and plan.key_perm.shape[1] == heads,
+        H=heads, GROUP=group, SCHED_GROUP=group if heads % group == 0 else 1,
+        PERM_PER_Q_HEAD=plan.key_perm is not None and plan.key_perm.shape[1] == plan.kv_num_blocks.shape[1],
         HEAD_DIM=dim, HEAD_DIM_PAD=head_dim_pad,
         SPARSE_BLOCK=plan.block_size, BLOCK_M=bm, BLOCK_N=bn,
         HAS_KEY_PERM=plan.key_perm is not None, HAS_QUERY_PERM=plan.query_perm is not None,
@@ -433,4 +490,3 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    return out

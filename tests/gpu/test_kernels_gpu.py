@@ -103,3 +103,29 @@ def test_dense_equivalence_at_32k():
     ours = pbs.sparse_attention(q, k, v, method="pbs", threshold=1, backend="triton", short_seq_policy=False)
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     assert _rel(ours, ref) <= 1.5 * _rel(sdpa, ref) + 1e-4, (_rel(ours, ref), _rel(sdpa, ref))
+
+
+VARIANT_PLANS = [CHECK_PLANS[0], CHECK_PLANS[2], CHECK_PLANS[4], CHECK_PLANS[6], CHECK_PLANS[10]]
+
+
+@pytest.mark.parametrize("variant", ["copy-chunked", "copy-all-heads", "gather", "pointers"])
+@pytest.mark.parametrize("method,kwargs", VARIANT_PLANS, ids=[_id(m, kw) for m, kw in VARIANT_PLANS])
+@pytest.mark.parametrize("dtype_name,dim", [("bf16", 128), ("fp16", 64)])
+@pytest.mark.parametrize("nq,nk", [(4097, 4097), (1000, 4097)])
+def test_kernel_paths_match_the_reference(variant, method, kwargs, dtype_name, dim, nq, nk):
+    """Each of the kernel's load paths (the permuted K/V copy in head chunks or all at once, the in-kernel gather,
+    pointer loads instead of TMA descriptors) on the GPU, whichever the default picks for these shapes."""
+    from pbs.kernels.block_sparse_attn import KernelConfig, pbs_attn_fwd
+
+    config = {"copy-chunked": KernelConfig(permuted_copy=True, copy_budget=0.25),
+              "copy-all-heads": KernelConfig(permuted_copy=True, copy_budget=100.0),
+              "gather": KernelConfig(permuted_copy=False),
+              "pointers": KernelConfig(kv_descriptors=False, q_descriptors=False, k_row_major=False)}[variant]
+    dtype, tol = DTYPES[dtype_name]
+    q, k, v = _inputs(dtype, dim, nk)
+    q = q[:, :, nk - nq:].contiguous()
+    plan = pbs.plan(q, k, method, planner="triton", short_seq_policy=False, **kwargs)
+    ref = pbs.attend(q.float(), k.float(), v.float(), plan, backend="torch")
+    out = pbs_attn_fwd(q, k, v, plan, q.shape[-1] ** -0.5, config)
+    assert bool(torch.isfinite(out).all())
+    assert _rel(out, ref) < tol, (variant, _rel(out, ref))

@@ -3,13 +3,15 @@
 fp32 and fp16 only: the interpreter computes bf16 dots wrongly; bf16 is checked on the GPU (scripts/gpu_check.py).
 """
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import pbs
 from pbs.backends import run_plan
-from pbs.kernels.block_sparse_attn import KernelConfig, permuted_kv_copy, pbs_attn_fwd
 from pbs.config import make_config
+from pbs.kernels.block_sparse_attn import KernelConfig, pbs_attn_fwd, permuted_kv_copy
 from pbs.methods import get_method
 from pbs.synthetic import structured_qkv
 from tests.reference import causal_attention_f64, rel_err
@@ -77,6 +79,8 @@ VARIANTS = {
     "descriptors": KernelConfig(kv_descriptors=True),
     "permuted-copy": KernelConfig(permuted_copy=True),
     "copy+descriptors": KernelConfig(permuted_copy=True, kv_descriptors=True),
+    "copy-chunked": KernelConfig(permuted_copy=True, copy_budget=0.5),
+    "copy-chunked-gqa-rows": KernelConfig(permuted_copy=True, copy_budget=0.5, schedule="gqa_rows"),
     "heavy-first": KernelConfig(schedule="heavy_first"),
     "rows-reversed": KernelConfig(schedule="rows_reversed"),
     "gqa-rows": KernelConfig(schedule="gqa_rows"),
@@ -93,9 +97,9 @@ VARIANTS = {
 @pytest.mark.parametrize("nq,nk", [(77, 203), (203, 203)])
 def test_kernel_variants_equal_reference(variant, method, kwargs, nq, nk):
     """Every launch variant the benchmarks compare computes the same function (odd N, Nq < Nk, GQA, fp32)."""
-    q, k, v = structured_qkv(1, 4, 2, nk, 32, seed=7)
+    q, k, v = structured_qkv(2, 4, 2, nk, 32, seed=7)
     q = q[:, :, nk - nq :].contiguous()
-    k, v = k.transpose(1, 2).contiguous().transpose(1, 2), v  # K strided as a (B, N, H, D) cache view
+    k = k.transpose(1, 2).contiguous().transpose(1, 2)  # K strided as a (B, N, H, D) cache view
     scale = 32**-0.5
     plan = _plan(method, kwargs, q, k, scale)
     out = pbs_attn_fwd(q, k, v, plan, scale, VARIANTS[variant])
@@ -109,3 +113,27 @@ def test_permuted_kv_copy_gathers_rows():
     out = permuted_kv_copy(k, perm)
     ref = torch.stack([torch.stack([k[b, h // 2, perm[b, h].long()] for h in range(4)]) for b in range(2)])
     assert out.is_contiguous() and torch.equal(out, ref)
+
+
+def test_permuted_kv_copy_of_a_head_chunk():
+    """A chunk of permutation heads (head_offset) gathers from the KV heads of its absolute head index."""
+    k = torch.randn(1, 2, 40, 16)
+    perm = torch.stack([torch.randperm(40) for _ in range(4)]).view(1, 4, 40).to(torch.int32)
+    out = permuted_kv_copy(k, perm[:, 2:], head_offset=2, group=2)
+    ref = torch.stack([k[0, 1, perm[0, h].long()] for h in (2, 3)])[None]
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("share,heads,kv_heads,budget,expected", [
+    ("q_head", 32, 8, 0.25, 2), ("kv_head", 32, 8, 0.25, 8), ("q_head", 28, 4, 0.25, 1), ("q_head", 4, 2, 0.1, 1),
+])
+def test_copy_chunk_respects_the_budget(share, heads, kv_heads, budget, expected):
+    """Copies of one chunk (K and V per permutation head, each 1/kv_heads of K+V) stay within budget × (K+V)."""
+    from pbs.kernels.block_sparse_attn import copy_chunk_heads
+
+    perm_heads = heads if share == "q_head" else kv_heads
+    plan = SimpleNamespace(key_perm=torch.zeros(1, perm_heads, 8))
+    chunk = copy_chunk_heads(plan, heads, kv_heads, budget)
+    assert chunk == expected
+    copies = chunk // (heads // perm_heads)
+    assert copies == 1 or copies / kv_heads <= budget
