@@ -21,7 +21,7 @@ fp32 accumulators.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import triton
@@ -351,11 +351,11 @@ def kernel_config(plan: SparsePlan, head_dim: int, on_gpu: bool, override: Kerne
                             schedule="gqa_rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
                             k_row_major=True)
     else:
-        # 128x128 tiles; D 128: 8 warps, 2 stages; D <= 64: 4 warps, 3 stages (403 vs 329 TFLOP/s)
+        # 128x128 tiles, 3 stages (sparse plans +2-5% over 2, all causal tiles -1%); D 128: 8 warps, D <= 64: 4
         small_d = head_dim <= 64
-        base = KernelConfig(128, 128, 4 if small_d else 8, 3 if small_d else 2, kv_descriptors=True,
-                            permuted_copy=None, copy_budget=0.25, schedule="rows", fold_scale=True,
-                            warp_specialize=False, q_descriptors=True, k_row_major=True)
+        base = KernelConfig(128, 128, 4 if small_d else 8, 3, kv_descriptors=True, permuted_copy=None,
+                            copy_budget=0.25, schedule="rows", fold_scale=True, warp_specialize=False,
+                            q_descriptors=True, k_row_major=True)
     if override is None:
         return base
     return KernelConfig(**{f.name: getattr(override, f.name) if getattr(override, f.name) is not None
@@ -422,15 +422,20 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
     # the copy serves permuted tiles only: columns and windows index original positions
     copy_possible = plan.key_perm is not None and plan.col_indices is None and plan.win_starts is None
     chunk = copy_chunk_heads(plan, heads, kv_heads, cfg.copy_budget) if copy_possible else heads
+    # auto: copy when a chunk's launch has two programs per SM or more (H200, Llama heads: from 32K at block 128;
+    # at 8K the chunked launches run at a third of the gather's rate)
     use_copy = copy_possible and (cfg.permuted_copy if cfg.permuted_copy is not None
-                                  else chunk * batch * programs_m >= 4 * _sm_count(q.device))
+                                  else chunk * batch * programs_m >= 2 * _sm_count(q.device))
     if not use_copy:
         _launch(q, k, v, out, key_perm.contiguous(), query_perm, lists, plan, scale, cfg, kv_permuted=False,
                 group=heads // kv_heads, programs_m=programs_m, dummy=dummy)
         return out
     # [Note] one launch per chunk of heads, each on its own permuted copy of K and V: contiguous tiles that TMA
-    # can load, in memory bounded by copy_budget (docs/perf-notes.md: 0.97-0.99x of natural-order tiles vs 0.85-0.88x
-    # for the in-kernel gather)
+    # can load, in memory bounded by copy_budget (docs/perf-notes.md: 0.98-1.0x of natural-order tiles vs 0.85-0.88x
+    # for the in-kernel gather). Each launch runs its last query blocks first: a launch over few heads otherwise
+    # ends on a tail of the longest rows (381 vs 472 TFLOP/s at 32K)
+    if config is None or config.schedule is None:
+        cfg = replace(cfg, schedule="rows_reversed")
     perm_heads = key_perm.shape[1]
     per_perm = heads // perm_heads  # query heads per permutation head
     for h0 in range(0, heads, chunk):
