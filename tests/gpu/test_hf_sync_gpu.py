@@ -23,7 +23,8 @@ pytestmark = [
 
 METHODS = [
     ("pbs", {}), ("pbs", {"permute": "none"}), ("pbs", {"permute": "query"}), ("pbs", {"scoring": "antidiagonal"}),
-    ("meanpool", {}), ("xattention", {}), ("minference", {}), ("flexprefill", {}),
+    ("meanpool", {}), ("xattention", {}), ("flexprefill", {}),
+    ("minference", {"vertical_size": 300, "slash_size": 500}),  # its defaults cover every tile at 4K (density 1)
 ]
 
 
