@@ -15,7 +15,8 @@ The Hydra app is ``experiments/bench_kernels.py`` (settings: :class:`benchmarks.
 - :mod:`benchmarks.rows`     the row schema
 - :mod:`benchmarks.targets`  the speed targets, evaluated from the rows
 - :mod:`benchmarks.report`   CSV + Markdown results, console table
-- :mod:`benchmarks.tile_sweep` our kernel's tile sizes and the planners' times on a GPU (a script)
+- :mod:`benchmarks.kernel_sweep` our kernel's launch variants against cuDNN on a GPU (a script)
+- :mod:`benchmarks.tile_sweep` the planners' times on a GPU (a script)
 - :mod:`benchmarks.speed`    the end-to-end prefill benchmark (time to first token on model architectures), the app
   ``experiments/speed.py``
 """

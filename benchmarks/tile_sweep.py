@@ -1,12 +1,11 @@
-"""Tile-size exploration for our Triton kernel and planner timings, on a GPU (H100/H200).
+"""Planner timings on a GPU (H100/H200). The kernel's launch variants (tile sizes, loads, schedules) are
+``benchmarks.kernel_sweep``.
 
-1. Tile sizes: a dense plan and PBS's plan at 16K/32K through ``pbs_attn_fwd`` with several (BLOCK_M, BLOCK_N,
-   warps, stages), against SDPA (cuDNN, flash); CUDA events.
-2. Planner time per method at 32K and 128K (the torch planners), and attention on the plan.
-3. ``windows``: MInference's key windows vs its aligned layout (bf16 correctness, density, attention time).
-4. ``profile``: the top CUDA ops of PBS's planner at 128K.
+1. ``planners``: planner time per method at 32K and 128K (the torch planners), and attention on the plan.
+2. ``windows``: MInference's key windows vs its aligned layout (bf16 correctness, density, attention time).
+3. ``profile``: the top CUDA ops of PBS's planner at 128K.
 
-    python -m benchmarks.tile_sweep --out $OUT                   # tiles, planners (CUDA)
+    python -m benchmarks.tile_sweep --out $OUT                   # planners (CUDA)
     python -m benchmarks.tile_sweep --out $OUT --parts profile
 
 The GPU correctness checks that used to live here are tests: ``pytest -m gpu`` (``tests/gpu/``).
@@ -22,7 +21,6 @@ import time
 import torch
 
 import pbs
-from pbs.backends import dense_plan
 from pbs.synthetic import Structure, structured_qkv
 
 from .timing import time_cuda
@@ -46,40 +44,6 @@ def _rel(a, b):
 
 def _plan(method, kwargs, q, k):
     return pbs.plan(q, k, method, planner="torch", short_seq_policy=False, **kwargs)
-
-
-def tiles(log):
-    from torch.nn.attention import SDPBackend
-
-    from pbs.kernels.block_sparse_attn import pbs_attn_fwd
-
-    rows = []
-    configs = [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4)]
-    for n in (16384, 32768):
-        q, k, v = structured_qkv(1, 32, 8, n, 128, seed=2, dtype=torch.bfloat16, device="cuda")
-        flops = 4 * 32 * 128 * n * (n + 1) / 2
-        for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
-            try:
-                ms = _events(functools.partial(_sdpa, backend, q, k, v))
-                rows.append(dict(n=n, variant=name, ms=ms, tflops=flops / ms / 1e9))
-                log(f"N={n} sdpa-{name}: {ms:.3f} ms {flops / ms / 1e9:.0f} TFLOP/s")
-            except Exception as e:  # noqa: BLE001
-                log(f"N={n} sdpa-{name}: absent ({type(e).__name__}: {str(e)[:80]})")
-        dense = dense_plan(1, 32, 8, n, n, 128, "cuda")
-        sparse = _plan("pbs", {}, q, k)
-        for label, plan in (("dense", dense), ("pbs", sparse)):
-            for bm, bn, w, s in configs:
-                try:
-                    ms = _events(functools.partial(pbs_attn_fwd, q, k, v, plan, 128**-0.5, bm, bn, w, s))
-                except Exception as e:  # noqa: BLE001
-                    log(f"N={n} {label} {bm}x{bn} w{w} s{s}: failed {type(e).__name__}: {str(e)[:120]}")
-                    continue
-                d = plan.density()
-                rows.append(dict(n=n, variant=f"ours-{label}", cfg=(bm, bn, w, s), ms=ms, density=d,
-                                 tflops_dense_equiv=flops / ms / 1e9, tflops_computed=flops * d / ms / 1e9))
-                log(f"N={n} ours-{label} d={d:.3f} {bm}x{bn} w{w} s{s}: {ms:.3f} ms, "
-                    f"{flops * d / ms / 1e9:.0f} TFLOP/s computed")
-    return rows
 
 
 def planners(log):
@@ -155,7 +119,7 @@ def profile(log):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".")
-    parser.add_argument("--parts", default="tiles,planners", help="tiles, planners, windows, profile (comma separated)")
+    parser.add_argument("--parts", default="planners", help="planners, windows, profile (comma separated)")
     args = parser.parse_args()
     lines = []
 
@@ -167,7 +131,7 @@ def main():
 
     log(f"{torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__} "
         f"date {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
-    parts = {"tiles": tiles, "planners": planners, "windows": windows, "profile": profile}
+    parts = {"planners": planners, "windows": windows, "profile": profile}
     result = {part: parts[part](log) for part in args.parts.split(",")}
     with open(f"{args.out}/tile_sweep.json", "w") as f:
         json.dump(result, f, indent=1, default=str)

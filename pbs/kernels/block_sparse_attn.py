@@ -433,9 +433,11 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
     # [Note] one launch per chunk of heads, each on its own permuted copy of K and V: contiguous tiles that TMA
     # can load, in memory bounded by copy_budget (docs/perf-notes.md: 0.98-1.0x of natural-order tiles vs 0.85-0.88x
     # for the in-kernel gather). Each launch runs its last query blocks first: a launch over few heads otherwise
-    # ends on a tail of the longest rows (381 vs 472 TFLOP/s at 32K)
+    # ends on a tail of the longest rows (381 vs 472 TFLOP/s at 32K); 2 stages: the measured setting of this path
     if config is None or config.schedule is None:
         cfg = replace(cfg, schedule="rows_reversed")
+    if (config is None or config.num_stages is None) and plan.block_size >= 128:
+        cfg = replace(cfg, num_stages=2)
     perm_heads = key_perm.shape[1]
     per_perm = heads // perm_heads  # query heads per permutation head
     for h0 in range(0, heads, chunk):
