@@ -112,7 +112,7 @@ class TrainProxyConfig:
     device: str = "auto"  # auto = cuda if available else cpu; or cpu / cuda / cuda:1
     autocast_dtype: str | None = "bfloat16"  # autocast dtype on CUDA (weights and optimizer stay fp32); CPU: none
     compile: bool = False  # torch.compile the model (one recompile per curriculum length)
-    corpus: str = "auto"  # auto = the shipped KJV if present, else LongBench fixture contexts; or a .txt/.txt.gz path
+    corpus: str = "auto"  # auto = the shipped KJV if present, else LongBench fixture contexts; or a .txt/.gz/.xz path
     max_corpus_chars: int | None = None  # truncate the corpus (smoke tests)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ProxyModelConfig = field(default_factory=ProxyModelConfig)

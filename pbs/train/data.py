@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,21 @@ CHAT_TEMPLATE = (
 
 
 def load_corpus_text(corpus: str = "auto", max_chars: int | None = None) -> tuple[str, str]:
-    """(text, source). 'auto': the KJV file if present, else the LongBench fixture contexts."""
+    """(text, source). 'auto': the KJV file if present, else the LongBench fixture contexts; or a .txt, .txt.gz or
+    .txt.xz file (e.g. ``corpus/train.txt.xz`` from ``scripts/build_corpus.py``), or several, comma separated
+    (joined with a blank line, in the order given)."""
     if corpus not in (None, "auto"):
-        p = Path(corpus)
-        if p.suffix == ".gz":
-            with gzip.open(p, "rt", encoding="utf-8") as f:
-                text = f.read()
-        else:
-            text = p.read_text(encoding="utf-8")
-        source = str(p)
+        texts = []
+        for part in (c.strip() for c in str(corpus).split(",") if c.strip()):
+            p = Path(part)
+            if not p.is_file():
+                raise FileNotFoundError(f"corpus: no file {part!r}")
+            if p.suffix in (".gz", ".xz"):  # .xz: the corpus builder's output (pbs.train.corpus)
+                with (gzip.open if p.suffix == ".gz" else lzma.open)(p, "rt", encoding="utf-8") as f:
+                    texts.append(f.read())
+            else:
+                texts.append(p.read_text(encoding="utf-8"))
+        text, source = "\n\n".join(texts), str(corpus)
     elif KJV_PATH.exists():
         with gzip.open(KJV_PATH, "rt", encoding="utf-8") as f:
             text, source = f.read(), str(KJV_PATH)
