@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-LOG_FIELDS = ["step", "length", "batch", "loss", "lm_loss", "ret_loss", "lr", "tokens_per_s", "elapsed_s", "eval_acc"]
+LOG_FIELDS = ["step", "length", "batch", "loss", "lm_loss", "ret_loss", "lr", "tokens_per_s", "elapsed_s", "eval_acc",
+              "heldout_ppl"]
 
 
 def _ckpt_dirs(run_dir: Path) -> list[Path]:

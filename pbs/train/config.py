@@ -49,6 +49,10 @@ class DataConfig:
     task_weights: dict[str, float] = field(default_factory=_task_weights)
     retrieval_loss_weight: float = 0.8  # loss = (1-w) * mean LM-token CE + w * mean answer-token CE
     heldout_fraction: float = 0.05  # tail of the KJV verses (task haystacks) and of the LM corpus kept for evaluation
+    # curriculum lengths below this train on LM windows only (a language-modelling phase before the tasks); 0 = off
+    lm_only_below: int = 0
+    # held-out text for the perplexity evaluation (e.g. corpus/heldout.txt.xz); null = the LM corpus's tail
+    heldout_corpus: str | None = None
     # batch-building processes: an int, or auto = min(12, cpus - 2) on CUDA, 0 (in-process) on CPU
     workers: Any = "auto"
 
@@ -96,6 +100,7 @@ class TaskEvalConfig:
     n_samples: int = 4  # samples per task
     final: bool = True  # also after the last step, at each of final_lengths
     final_lengths: list[int] = field(default_factory=lambda: [4096, 16384])
+    perplexity_windows: int = 8  # held-out LM windows per evaluation (perplexity at the current length); 0 = never
 
 
 @dataclass

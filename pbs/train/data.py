@@ -130,6 +130,11 @@ def lm_split(ids: np.ndarray, dcfg: DataConfig) -> np.ndarray:
     return ids[: max(1, int(len(ids) * (1.0 - dcfg.heldout_fraction)))]
 
 
+def lm_heldout(ids: np.ndarray, dcfg: DataConfig) -> np.ndarray:
+    """The held-out tail of the corpus tokens (what :func:`lm_split` leaves out; at least one token)."""
+    return ids[min(len(ids) - 1, max(1, int(len(ids) * (1.0 - dcfg.heldout_fraction)))) :]
+
+
 # ------------------------------------------------------------------------------------------------- batches
 
 
@@ -152,6 +157,14 @@ class ProxyData:
         self.task_p = w / w.sum()
         self.sampler = TaskSampler(tokenizer, (0.0, 1.0 - dcfg.heldout_fraction))
 
+    def heldout_windows(self, ids: np.ndarray, length: int, n: int) -> np.ndarray:
+        """(n, length) int64: ``n`` LM windows of ``ids`` (held-out text) at evenly spaced starts, bos first."""
+        starts = (np.arange(n) * max(1, len(ids) - length + 1)) // max(n, 1)
+        x = np.empty((n, length), dtype=np.int64)
+        x[:, 0] = self.tok.bos_token_id
+        x[:, 1:] = ids[(starts[:, None] + np.arange(length - 1)) % len(ids)]
+        return x
+
     def heldout_sampler(self) -> TaskSampler:
         return TaskSampler(self.tok, (1.0 - self.cfg.heldout_fraction, 1.0))
 
@@ -161,7 +174,8 @@ class ProxyData:
         pad = self.tok.pad_token_id
         x = np.full((batch, length), pad, dtype=np.int64)
         y = np.full((batch, length), -100, dtype=np.int64)
-        is_task = rng.random(batch) >= self.cfg.lm_fraction
+        lm_fraction = 1.0 if length < self.cfg.lm_only_below else self.cfg.lm_fraction
+        is_task = rng.random(batch) >= lm_fraction
         for r in range(batch):
             if is_task[r]:
                 s = self.sampler.sample(self.tasks[rng.choice(len(self.tasks), p=self.task_p)], length, rng)

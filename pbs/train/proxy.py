@@ -31,6 +31,7 @@ from pbs.train.data import (
     ProxyData,
     batch_workers,
     encode_corpus,
+    lm_heldout,
     lm_split,
     load_corpus_text,
     train_tokenizer,
@@ -134,6 +135,24 @@ def evaluate_tasks(model, sampler, tasks, length: int, n_per_task: int, seed: in
     return scores
 
 
+@torch.no_grad()
+def heldout_perplexity(model, windows: np.ndarray, device, autocast_dtype=None, batch: int = 1) -> float:
+    """exp(mean next-token cross-entropy) over the held-out windows (n, L), every position after the first."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch):
+        x = torch.from_numpy(windows[i : i + batch]).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(input_ids=x, use_cache=False).logits
+        ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                             reduction="sum")
+        total += float(ce)
+        count += x[:, 1:].numel()
+    model.train(was_training)
+    return math.exp(total / max(count, 1))
+
+
 # ------------------------------------------------------------------------------------------------ training
 
 
@@ -147,6 +166,7 @@ class _Run:
     tokenizer: object
     data: ProxyData
     heldout: TaskSampler  # held-out task samples for the evaluations
+    heldout_ids: np.ndarray  # held-out LM tokens for the perplexity evaluation
     pool: BatchPool
     model: torch.nn.Module
     opt: torch.optim.Optimizer
@@ -184,7 +204,7 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    tokenizer, data, source, sizes = _prepare_data(cfg, run_dir)
+    tokenizer, data, source, sizes, heldout_ids = _prepare_data(cfg, run_dir)
     heldout = data.heldout_sampler()
     pool = BatchPool(data, run_dir / "tokenizer", cfg.data, (cfg.corpus, cfg.max_corpus_chars),
                      batch_workers(cfg.data.workers, device.type))
@@ -195,14 +215,15 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
         print(f"[train_proxy] resumed from {resumed[0]} at step {step} ({elapsed:.0f} s trained)")
     log = CsvLog(run_dir / "training_log.csv", keep_until_step=step if resumed is not None else None)
     amp = getattr(torch, cfg.autocast_dtype) if device.type == "cuda" and cfg.autocast_dtype else None
-    run = _Run(cfg=cfg, device=device, amp=amp, tokenizer=tokenizer, data=data, heldout=heldout, pool=pool,
+    run = _Run(cfg=cfg, device=device, amp=amp, tokenizer=tokenizer, data=data, heldout=heldout,
+               heldout_ids=heldout_ids, pool=pool,
                model=model, opt=opt, log=log, run_dir=run_dir, out_dir=Path(cfg.out_dir or run_dir / "export"),
                step=step, elapsed=elapsed, last_saved=step if resumed is not None else -1)
     try:
         _loop(run)
     finally:
         pool.close()
-    final = _final_eval(run)
+    final, final_ppl = _final_eval(run)
     if run.last_saved != run.step:
         save_checkpoint(run_dir, unwrap(model), opt, run.step, run.elapsed, cfg.checkpoint.keep,
                         dataclasses.asdict(cfg))
@@ -213,6 +234,7 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
         "length": run.length,
         "eval_acc": run.last_acc,
         "final_scores": {str(n): v for n, v in final.items()},
+        "final_heldout_ppl": {str(n): v for n, v in final_ppl.items()},
         "stopped_by": "time" if run.budget and run.elapsed >= run.budget else "steps",
         "train_s": run.elapsed,
         "wall_s": time.time() - t_start,
@@ -226,9 +248,10 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
     return summary
 
 
-def _prepare_data(cfg: TrainProxyConfig, run_dir: Path) -> tuple[object, ProxyData, str, str]:
+def _prepare_data(cfg: TrainProxyConfig, run_dir: Path) -> tuple[object, ProxyData, str, str, np.ndarray]:
     """Tokenizer (trained once per run dir, reloaded on resume) and the batch source over the encoded corpus;
-    the corpus's source and its size in characters and tokens."""
+    the corpus's source and its size in characters and tokens; the held-out LM tokens (``data.heldout_corpus``,
+    else the corpus's tail)."""
     from transformers import PreTrainedTokenizerFast
 
     text, source = load_corpus_text(cfg.corpus, cfg.max_corpus_chars)
@@ -245,7 +268,11 @@ def _prepare_data(cfg: TrainProxyConfig, run_dir: Path) -> tuple[object, ProxyDa
     ids = encode_corpus(tokenizer, text)
     data = ProxyData(tokenizer, lm_split(ids, cfg.data), cfg.data)
     data.sampler.verify(min(1024, cfg.curriculum[0].length))
-    return tokenizer, data, source, f"{len(text):,} chars -> {len(ids):,} tokens"
+    if cfg.data.heldout_corpus:
+        heldout_ids = encode_corpus(tokenizer, load_corpus_text(cfg.data.heldout_corpus)[0])
+    else:
+        heldout_ids = lm_heldout(ids, cfg.data)
+    return tokenizer, data, source, f"{len(text):,} chars -> {len(ids):,} tokens", heldout_ids
 
 
 def _model_and_optimizer(cfg: TrainProxyConfig, tokenizer, device, init: bool):
@@ -297,6 +324,9 @@ def _loop(run: _Run) -> None:
             run.last_acc = _log_eval(scores, run.step, run.length, bar)
             row = row or {"step": run.step, "length": run.length, "batch": bsz, "lr": f"{lr:.3e}"}
             row["eval_acc"] = f"{run.last_acc:.4f}"
+        if cfg.eval.every and run.step % cfg.eval.every == 0 and cfg.eval.perplexity_windows:
+            row = row or {"step": run.step, "length": run.length, "batch": bsz, "lr": f"{lr:.3e}"}
+            row["heldout_ppl"] = f"{_perplexity(run, run.length):.4f}"
         if row is not None:
             row["elapsed_s"] = f"{run.elapsed:.1f}"
             run.log.write(row)
@@ -353,20 +383,32 @@ def _log_row(run: _Run, loss, parts, lr: float, bsz: int, tokens_per_s: float, b
     return row
 
 
-def _final_eval(run: _Run) -> dict[int, dict[str, float]]:
-    """Task scores after the last step at each of ``eval.final_lengths`` (those the model's context holds)."""
-    ecfg, final = run.cfg.eval, {}
-    if not (ecfg.final and ecfg.n_samples):
-        return final
+def _perplexity(run: _Run, length: int) -> float:
+    windows = run.data.heldout_windows(run.heldout_ids, length, run.cfg.eval.perplexity_windows)
+    return heldout_perplexity(run.model, windows, run.device, run.amp)
+
+
+def _final_eval(run: _Run) -> tuple[dict[int, dict[str, float]], dict[int, float]]:
+    """Task scores and held-out perplexity after the last step at each of ``eval.final_lengths`` (those the
+    model's context holds)."""
+    ecfg, final, ppl = run.cfg.eval, {}, {}
+    if not ecfg.final:
+        return final, ppl
     for n in ecfg.final_lengths or [run.length]:
         if n > run.cfg.model.max_position_embeddings:
             continue
-        final[n] = evaluate_tasks(run.model, run.heldout, run.data.tasks, n, ecfg.n_samples, run.cfg.seed, run.device,
-                                  run.amp)
-        run.last_acc = _log_eval(final[n], run.step, n, None)
-        run.log.write({"step": run.step, "length": n, "elapsed_s": f"{run.elapsed:.1f}",
-                       "eval_acc": f"{run.last_acc:.4f}"})
-    return final
+        row = {"step": run.step, "length": n, "elapsed_s": f"{run.elapsed:.1f}"}
+        if ecfg.n_samples:
+            final[n] = evaluate_tasks(run.model, run.heldout, run.data.tasks, n, ecfg.n_samples, run.cfg.seed,
+                                      run.device, run.amp)
+            run.last_acc = _log_eval(final[n], run.step, n, None)
+            row["eval_acc"] = f"{run.last_acc:.4f}"
+        if ecfg.perplexity_windows:
+            ppl[n] = _perplexity(run, n)
+            row["heldout_ppl"] = f"{ppl[n]:.4f}"
+            print(f"[train_proxy] step {run.step} length {n}: held-out perplexity {ppl[n]:.2f}")
+        run.log.write(row)
+    return final, ppl
 
 
 def _log_eval(scores: dict[str, float], step: int, length: int, bar) -> float:

@@ -50,8 +50,11 @@ def test_train_resume_export(tmp_path):
     assert s2["step"] == 5
     assert latest_checkpoint(tmp_path / "run").name == "step_00000005"
     assert 0.0 <= s2["eval_acc"] <= 1.0 and set(s2["final_scores"]) == {"512"}
+    # held-out perplexity: logged at each evaluation and after the last step, below the untrained model's ~vocab
+    assert set(s2["final_heldout_ppl"]) == {"512"} and 1.0 < s2["final_heldout_ppl"]["512"] < 2 * 512
 
     log = (tmp_path / "export" / "training_log.csv").read_text().splitlines()
+    assert log[0].endswith(",heldout_ppl") and sum(1 for r in log[1:] if r.split(",")[-1]) >= 2
     steps = [int(r.split(",")[0]) for r in log[1:]]
     assert steps == sorted(steps) and set(range(1, 6)) <= set(steps)  # resumed rows continue the step count
 
@@ -91,3 +94,43 @@ def test_init_from_a_saved_model(tmp_path):
     bad.model = dataclasses.replace(bad.model, hidden_size=96, num_attention_heads=3)
     with pytest.raises(ValueError, match="init_from="):
         proxy.train(bad)
+
+
+class _UniformModel(torch.nn.Module):
+    """Logits all zero over a vocabulary of ``vocab``: perplexity exactly ``vocab`` on any text."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids, use_cache=False):
+        return type("Out", (), {"logits": torch.zeros(*input_ids.shape, self.vocab)})()
+
+
+def test_heldout_perplexity_of_a_uniform_model_is_the_vocabulary():
+    import numpy as np
+
+    windows = np.random.default_rng(0).integers(0, 37, size=(3, 20))
+    assert proxy.heldout_perplexity(_UniformModel(37), windows, torch.device("cpu"), batch=2) == pytest.approx(37.0)
+
+
+def test_lm_only_phase_and_heldout_windows():
+    import numpy as np
+
+    from pbs.train.config import DataConfig
+    from pbs.train.data import ProxyData, lm_heldout, lm_split, train_tokenizer
+
+    text = "In the beginning was the word, and the word was with the number 42.\n" * 400
+    tok = train_tokenizer(text, vocab_size=300)
+    ids = np.arange(1000, dtype=np.int32) % 250 + 6
+    dcfg = DataConfig(lm_fraction=0.0, lm_only_below=1024)
+    data = ProxyData(tok, lm_split(ids, dcfg), dcfg)
+    assert not data.batch(8, 512, [0, 1])[2].any()  # below lm_only_below: LM windows only
+    assert data.batch(8, 1024, [0, 1])[2].all()  # from it on: lm_fraction (0 here: tasks only)
+    held = lm_heldout(ids, dcfg)
+    assert len(lm_split(ids, dcfg)) + len(held) == len(ids)
+    w = data.heldout_windows(held, 16, 3)
+    assert w.shape == (3, 16) and (w[:, 0] == tok.bos_token_id).all()
+    assert len(held) == 50
+    for row, start in zip(w, (0, 11, 23)):  # evenly spaced: i * (50 - 16 + 1) // 3
+        assert (row[1:] == held[start : start + 15]).all()
