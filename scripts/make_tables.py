@@ -14,6 +14,7 @@ Only committed files are read (in a git checkout): runs of your own in results/ 
   (scripts/proxy_report.py).
 - results/tables/table7-<gpu>.{md,png}: the paper's Table 7 layout (dense attention, permutation, selection, sparse
   attention, total, overhead, speedup per length) from results/kernels/<gpu>.csv, beside the paper's (stacked bars).
+- results/kernels/step9/throughput.png: Step 9's kernel throughput figure (scripts/plot_kernel_throughput.py).
 - results/speed/<gpu>.md, <gpu>-ttft.png, <gpu>-speedup.png and results/tables/speed-<gpu>.md: the end-to-end
   prefill benchmark (time to first token) from results/speed/<gpu>.csv (benchmarks/speed/report.py); absent until
   the GPU run has been made (results/speed/README.md says how).
@@ -178,6 +179,10 @@ def main(argv=None) -> list[Path]:
         path.write_text(kernel_table(csv_path))
         written.append(path)
         written += table7(csv_path, tables)
+    from plot_kernel_throughput import plot as plot_kernel_throughput  # scripts/ is on sys.path as a script
+
+    figure = plot_kernel_throughput(args.results / "kernels", args.results / "kernels" / "step9" / "throughput.png")
+    written += [figure] if figure else []
     written += speed_reports(args.results / "speed", tables)
     evals = args.results / "eval"  # paper-protocol runs placed here (results_dir=results/eval) and committed
     if (evals / "runs").exists():
