@@ -335,10 +335,17 @@ class KernelConfig:
     warp_specialize: bool | None = None
 
 
-def kernel_config(plan: SparsePlan, head_dim: int, on_gpu: bool, override: KernelConfig | None = None) -> KernelConfig:
+def kernel_config(plan: SparsePlan, head_dim: int, on_gpu: bool, override: KernelConfig | None = None,
+                  dtype: torch.dtype | None = None) -> KernelConfig:
     """The settings used for ``plan``: ``override``'s fields where given, else the measured defaults
     (docs/perf-notes.md, "Kernel throughput"; H200, Triton 3.6). ``permuted_copy`` may stay None (decided per call)."""
-    if not on_gpu:  # the interpreter: small tiles, the GPU's code paths
+    if on_gpu and dtype == torch.float32:
+        # fp32 tiles are twice the bytes: 64-row tiles and 2 stages keep K/V/Q within shared memory (not timed)
+        block = min(plan.block_size, 64)
+        base = KernelConfig(block, block, 4, 2, kv_descriptors=True, permuted_copy=False, copy_budget=0.25,
+                            schedule="rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
+                            k_row_major=True)
+    elif not on_gpu:  # the interpreter: small tiles, the GPU's code paths
         block = min(plan.block_size, 32)
         base = KernelConfig(block, block, 4, 1, kv_descriptors=True, permuted_copy=False, copy_budget=0.25,
                             schedule="rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
@@ -403,7 +410,7 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
             f"plan does not match the inputs: plan (Nq={plan.seq_len_q}, Nk={plan.seq_len_kv}, "
             f"B,H={tuple(plan.kv_num_blocks.shape[:2])}) vs q {tuple(q.shape)}, k {tuple(k.shape)}"
         )
-    cfg = kernel_config(plan, dim, q.is_cuda, config)
+    cfg = kernel_config(plan, dim, q.is_cuda, config, q.dtype)
     out = torch.empty_like(q)
     dummy = torch.zeros(1, 1, 1, 1, dtype=torch.int32, device=q.device)
     # int32 indices: half the index bytes of the plan's int64 permutations
@@ -436,7 +443,7 @@ def pbs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Sparse
     # ends on a tail of the longest rows (381 vs 472 TFLOP/s at 32K); 2 stages: the measured setting of this path
     if config is None or config.schedule is None:
         cfg = replace(cfg, schedule="rows_reversed")
-    if (config is None or config.num_stages is None) and plan.block_size >= 128:
+    if (config is None or config.num_stages is None) and cfg.block_m >= 128:
         cfg = replace(cfg, num_stages=2)
     perm_heads = key_perm.shape[1]
     per_perm = heads // perm_heads  # query heads per permutation head

@@ -137,3 +137,19 @@ def test_copy_chunk_respects_the_budget(share, heads, kv_heads, budget, expected
     assert chunk == expected
     copies = chunk // (heads // perm_heads)
     assert copies == 1 or copies / kv_heads <= budget
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("block_size", [64, 128])
+def test_gpu_defaults_fit_hopper_shared_memory(dtype, dim, block_size):
+    """Q tile + (K and V tiles) x stages of the GPU defaults stay within an H100/H200 block's 227 KiB of shared
+    memory, and the tiles divide the plan's block size."""
+    from pbs.kernels.block_sparse_attn import kernel_config
+
+    plan = SimpleNamespace(block_size=block_size)
+    cfg = kernel_config(plan, dim, on_gpu=True, dtype=dtype)
+    elt = torch.tensor([], dtype=dtype).element_size()
+    smem = (cfg.block_m * dim + cfg.num_stages * 2 * cfg.block_n * dim) * elt
+    assert smem <= 227 * 1024, (cfg, smem)
+    assert block_size % cfg.block_m == 0 and block_size % cfg.block_n == 0
