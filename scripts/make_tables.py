@@ -136,6 +136,17 @@ def speed_reports(speed_dir: Path, tables: Path) -> list[Path]:
     return written
 
 
+def _kernel_figure(kernels: Path) -> Path | None:
+    """Step 9's throughput figure (scripts/plot_kernel_throughput.py), loaded by path: this module is also imported
+    from elsewhere than scripts/."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_kernel_throughput", ROOT / "scripts" / "plot_kernel_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.plot(kernels, kernels / "step9" / "throughput.png")
+
+
 def _fmt(value) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -179,9 +190,7 @@ def main(argv=None) -> list[Path]:
         path.write_text(kernel_table(csv_path))
         written.append(path)
         written += table7(csv_path, tables)
-    from plot_kernel_throughput import plot as plot_kernel_throughput  # scripts/ is on sys.path as a script
-
-    figure = plot_kernel_throughput(args.results / "kernels", args.results / "kernels" / "step9" / "throughput.png")
+    figure = _kernel_figure(args.results / "kernels")
     written += [figure] if figure else []
     written += speed_reports(args.results / "speed", tables)
     evals = args.results / "eval"  # paper-protocol runs placed here (results_dir=results/eval) and committed
