@@ -92,8 +92,11 @@ def train_tokenizer(text: str, vocab_size: int = 4096, min_frequency: int = 2,
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
+    # every newline its own pre-token: a learned "\n\n" merge would tokenize a template's trailing blank line
+    # differently alone (token-space task samples) and before text (the evaluation's prompt)
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.Digits(individual_digits=True),
+         pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

@@ -207,3 +207,19 @@ def test_trainer_reads_several_corpus_files(tmp_path):
     assert text == "first corpus\n\nsecond corpus" and source == f"{a},{b}"
     with pytest.raises(FileNotFoundError, match="corpus: no file"):
         load_corpus_text(str(tmp_path / "missing.txt.xz"))
+
+
+def test_tokenizer_keeps_newlines_apart():
+    """A blank line tokenizes the same alone (a template's end, token-space task samples) and before text (the
+    evaluation's prompt), even when the corpus is full of paragraphs."""
+    from pbs.train.data import train_tokenizer
+
+    # blank lines before indented lines (code, the kernel's docs): byte-level BPE then learns a "\n\n" merge
+    text = "\n\n    ".join(f"Paragraph {i} says the river runs to the sea." for i in range(3000))
+    tok = train_tokenizer(text, vocab_size=400)
+
+    def ids(s):
+        return tok(s, add_special_tokens=False).input_ids
+
+    assert ids("the sea.\n\n") + ids("There") == ids("the sea.\n\nThere")
+    assert ids("x\n\n\n") == ids("x\n") + ids("\n") + ids("\n")
