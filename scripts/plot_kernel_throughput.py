@@ -27,6 +27,21 @@ def _tflops(rows, section, variant) -> dict[int, float]:
             if r["section"] == section and r["variant"] == variant and r["tflops_computed"] and not r["error"]}
 
 
+def _provenance(step9: Path) -> str:
+    """One footer line: the benchmark run's GPU, versions, date, commit and command; the sweep's date and commit."""
+    import re
+
+    md = (step9 / "llama-nvidia-h200.md").read_text()
+    prov = dict(re.findall(r"^(\w+): (.*)$", md.split("```")[1], re.MULTILINE))
+    sweep = (step9 / "sweep-3.log").read_text().splitlines()[0]
+    commit = prov.get("git_commit", "?").split()[0]
+    return (f"{prov.get('gpu')}, torch {prov.get('torch')}, triton {prov.get('triton')}, CUDA {prov.get('cuda')}. "
+            f"Panels 1-2: {prov.get('date_utc')}, commit {commit}, python -m experiments.bench_kernels "
+            "'sections=[dense,block_sparse]' (step9/llama-nvidia-h200.md; Step 8 line: results/kernels/nvidia-h200.md). "
+            f"Panel 3: python -m benchmarks.kernel_sweep --parts defaults,permuted, commit a7f4365, "
+            f"{sweep.split('date ')[-1]} (step9/sweep-3.log).")
+
+
 def plot(kernels: Path, out: Path) -> Path | None:
     """Draw the figure into ``out``; None when Step 9's results are absent."""
     step9 = kernels / "step9"
@@ -75,11 +90,12 @@ def plot(kernels: Path, out: Path) -> Path | None:
                       and r["case"].startswith(f"N={n} ") and "tflops" in r), 0.0) for n in lengths]
         ax.bar([j + (i - 1) * width for j in range(len(lengths))], vals, width, label=label)
     ax.set_xticks(range(len(lengths)), labels=[f"{n // 1024}K" for n in lengths])
-    ax.set(ylabel="TFLOP/s computed", title="PBS plan (d ≈ 0.8): permuted vs natural tiles", ylim=(0, 700))
+    ax.set(ylabel="TFLOP/s computed", title="PBS plan (d ≈ 0.8): permuted vs natural tiles", ylim=(0, 820))
     ax.legend(fontsize=8, loc="upper left")
 
     fig.suptitle("Step 9 kernel throughput, NVIDIA H200 (bf16, Llama-3.1-8B heads 32/8)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.text(0.005, 0.01, _provenance(step9), fontsize=6.5, ha="left", va="bottom", wrap=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, metadata={"Software": None})
     plt.close(fig)

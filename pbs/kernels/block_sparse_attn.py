@@ -313,9 +313,10 @@ class KernelConfig:
     kv_descriptors: K/V tiles through TMA tensor descriptors (CUDA, Hopper+; D a power of two);
     permuted_copy: read permuted plans from a permuted copy of K and V (contiguous, TMA-loadable tiles) instead
     of gathering rows in the kernel; the copy is made per chunk of heads, at most ``copy_budget`` × the bytes of K
-    and V at a time, one launch per chunk (None: copy when every chunk's launch still fills the GPU); schedule: program order ("rows": a head's query blocks in order, then the next
-    head; "rows_reversed"; "heavy_first": the last query blocks of every head first; "gqa_rows": the query heads
-    of one KV head side by side); q_descriptors: Q loads and O stores through descriptors (no query permutation,
+    and V at a time, one launch per chunk (None: copy when every chunk's launch still fills the GPU);
+    schedule: program order ("rows": a head's query blocks in order, then the next head; "rows_reversed";
+    "heavy_first": the last query blocks of every head first; "gqa_rows": the query heads of one KV head side by
+    side); q_descriptors: Q loads and O stores through descriptors (no query permutation,
     query blocks aligned); k_row_major: gathered K tiles loaded as rows and transposed in the kernel;
     fold_scale: softmax scale in the exponent's FMA and the PV product accumulating into the rescaled output;
     warp_specialize: Triton's warp specialisation of the tile loop.
@@ -339,30 +340,23 @@ def kernel_config(plan: SparsePlan, head_dim: int, on_gpu: bool, override: Kerne
                   dtype: torch.dtype | None = None) -> KernelConfig:
     """The settings used for ``plan``: ``override``'s fields where given, else the measured defaults
     (docs/perf-notes.md, "Kernel throughput"; H200, Triton 3.6). ``permuted_copy`` may stay None (decided per call)."""
+    shipped = dict(kv_descriptors=True, copy_budget=0.25, fold_scale=True, warp_specialize=False,
+                   q_descriptors=True, k_row_major=True)
     if on_gpu and dtype == torch.float32:
         # fp32 tiles are twice the bytes: 64-row tiles and 2 stages keep K/V/Q within shared memory (not timed)
         block = min(plan.block_size, 64)
-        base = KernelConfig(block, block, 4, 2, kv_descriptors=True, permuted_copy=False, copy_budget=0.25,
-                            schedule="rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
-                            k_row_major=True)
+        base = KernelConfig(block, block, 4, 2, permuted_copy=False, schedule="rows", **shipped)
     elif not on_gpu:  # the interpreter: small tiles, the GPU's code paths
         block = min(plan.block_size, 32)
-        base = KernelConfig(block, block, 4, 1, kv_descriptors=True, permuted_copy=False, copy_budget=0.25,
-                            schedule="rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
-                            k_row_major=True)
+        base = KernelConfig(block, block, 4, 1, permuted_copy=False, schedule="rows", **shipped)
     elif plan.block_size < 128:
         # block 64 (MInference, block-64 plans): 64x64 tiles need 4 warps (8: 179 vs 470 TFLOP/s); the query heads of
         # one KV head side by side share K/V, columns and windows in L2 (+3–5%)
         block = plan.block_size
-        base = KernelConfig(block, block, 4, 3, kv_descriptors=True, permuted_copy=None, copy_budget=0.25,
-                            schedule="gqa_rows", fold_scale=True, warp_specialize=False, q_descriptors=True,
-                            k_row_major=True)
+        base = KernelConfig(block, block, 4, 3, permuted_copy=None, schedule="gqa_rows", **shipped)
     else:
         # 128x128 tiles, 3 stages (sparse plans +2-5% over 2, all causal tiles -1%); D 128: 8 warps, D <= 64: 4
-        small_d = head_dim <= 64
-        base = KernelConfig(128, 128, 4 if small_d else 8, 3, kv_descriptors=True, permuted_copy=None,
-                            copy_budget=0.25, schedule="rows", fold_scale=True, warp_specialize=False,
-                            q_descriptors=True, k_row_major=True)
+        base = KernelConfig(128, 128, 4 if head_dim <= 64 else 8, 3, permuted_copy=None, schedule="rows", **shipped)
     if override is None:
         return base
     return KernelConfig(**{f.name: getattr(override, f.name) if getattr(override, f.name) is not None

@@ -166,24 +166,19 @@ def python_documents(paths: list[str] | None = None) -> tuple[Iterator[Document]
     """Documents of the installed distributions and the list of distributions read ({name, version, files})."""
     from importlib import metadata
 
-    dists = sorted(metadata.distributions(path=paths) if paths else metadata.distributions(),
+    found = sorted(metadata.distributions(path=paths) if paths else metadata.distributions(),
                    key=lambda d: ((d.metadata["Name"] or "").lower(), d.version or ""))
-    listed, seen = [], set()
-    for dist in dists:
+    dists, seen = [], set()
+    for dist in found:  # a distribution visible twice on the path: the first one only
         name = dist.metadata["Name"] or "?"
-        if name.lower() in seen:  # a distribution visible twice on the path: the first one only
-            continue
-        seen.add(name.lower())
-        files = [f for f in (dist.files or []) if f.suffix in PYTHON_SUFFIXES]
-        listed.append({"name": name, "version": dist.version, "files": len(files)})
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            dists.append((name, dist))
+    listed = [{"name": name, "version": dist.version,
+               "files": sum(1 for f in dist.files or [] if f.suffix in PYTHON_SUFFIXES)} for name, dist in dists]
 
     def docs():
-        seen_names = set()
-        for dist in dists:
-            name = dist.metadata["Name"] or "?"
-            if name.lower() in seen_names:
-                continue
-            seen_names.add(name.lower())
+        for name, dist in dists:
             for f in sorted(dist.files or [], key=str):
                 if f.suffix not in PYTHON_SUFFIXES:
                     continue

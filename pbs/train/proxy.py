@@ -318,15 +318,15 @@ def _loop(run: _Run) -> None:
             row = _log_row(run, loss, parts, lr, bsz, tok_count / max(time.time() - t_win, 1e-9), bar)
             tok_count, t_win = 0, time.time()
         run.elapsed += time.time() - t0
-        if cfg.eval.every and run.step % cfg.eval.every == 0 and cfg.eval.n_samples:
-            scores = evaluate_tasks(run.model, run.heldout, run.data.tasks, run.length,
-                                    cfg.eval.n_samples, cfg.seed, run.device, run.amp)
-            run.last_acc = _log_eval(scores, run.step, run.length, bar)
+        if cfg.eval.every and run.step % cfg.eval.every == 0 and (cfg.eval.n_samples or cfg.eval.perplexity_windows):
             row = row or {"step": run.step, "length": run.length, "batch": bsz, "lr": f"{lr:.3e}"}
-            row["eval_acc"] = f"{run.last_acc:.4f}"
-        if cfg.eval.every and run.step % cfg.eval.every == 0 and cfg.eval.perplexity_windows:
-            row = row or {"step": run.step, "length": run.length, "batch": bsz, "lr": f"{lr:.3e}"}
-            row["heldout_ppl"] = f"{_perplexity(run, run.length):.4f}"
+            if cfg.eval.n_samples:
+                scores = evaluate_tasks(run.model, run.heldout, run.data.tasks, run.length,
+                                        cfg.eval.n_samples, cfg.seed, run.device, run.amp)
+                run.last_acc = _log_eval(scores, run.step, run.length, bar)
+                row["eval_acc"] = f"{run.last_acc:.4f}"
+            if cfg.eval.perplexity_windows:
+                row["heldout_ppl"] = f"{_perplexity(run, run.length):.4f}"
         if row is not None:
             row["elapsed_s"] = f"{run.elapsed:.1f}"
             run.log.write(row)
