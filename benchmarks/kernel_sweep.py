@@ -11,7 +11,10 @@ Parts (``--parts``, comma separated):
   permutation dropped: equal tile count, equal masks), read by in-kernel gather or from a permuted copy of K/V;
 * ``block64``: random block plans at block 64 against block 128, same density;
 * ``minference``: MInference's column + slash-window plan against a block-64 plan of the same density;
-* ``ws``: Triton's warp specialisation of the tile loop (may fail to compile: the error is recorded).
+* ``ws``: Triton's warp specialisation of the tile loop (may fail to compile: the error is recorded);
+* ``profile``: one launch each of cuDNN SDPA, our kernel on all causal tiles, on PBS's plan and on a random block
+  mask (with compiled FlexAttention on the same mask), between ``cudaProfilerStart``/``Stop`` after their warm-ups,
+  for ``ncu --profile-from-start off`` (hardware counters; see results/kernels/step9/README.md for the command).
 
     python -m benchmarks.kernel_sweep --out $OUT --parts dense,permuted,block64,minference
 """
@@ -278,6 +281,38 @@ def minference(sw: Sweep, n: int = 131072) -> None:
                    density=block.density())
 
 
+def profile(sw: Sweep, n: int = 32768, density: float = 0.3) -> None:
+    """Warm every kernel, then launch each once inside the profiler range (what ncu records)."""
+    from pbs.kernels.flex import attend_block_mask, plan_block_mask
+
+    q, k, v = _inputs(n, seed=3)
+    scale = 128**-0.5
+    dense = dense_plan(1, 32, 8, n, n, 128, DEVICE)
+    pbs_plan = pbs.plan(q, k, "pbs", planner="triton", short_seq_policy=False)
+    mask_plan = random_block_plan(1, 32, 8, n, 128, density, 11, DEVICE)
+    block_mask = plan_block_mask(mask_plan)
+    calls = {
+        "sdpa cudnn, all causal tiles": functools.partial(_sdpa, "CUDNN_ATTENTION", q, k, v),
+        "ours, all causal tiles": functools.partial(pbs_attn_fwd, q, k, v, dense, scale),
+        f"ours, pbs plan d={pbs_plan.density():.3f}": functools.partial(pbs_attn_fwd, q, k, v, pbs_plan, scale),
+        f"ours, random mask d={mask_plan.density():.3f}": functools.partial(pbs_attn_fwd, q, k, v, mask_plan, scale),
+        "flex (compiled), same mask": functools.partial(attend_block_mask, q, k, v, block_mask, scale),
+    }
+    for name, fn in calls.items():
+        for _ in range(3):
+            fn()
+    on_gpu = DEVICE == "cuda"
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStart()
+    for name, fn in calls.items():
+        fn()
+        sw.log(f"profile    N={n}  launched: {name}")
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".")
@@ -300,7 +335,8 @@ def main():
            f"date {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     parts = {"dense": functools.partial(dense, lengths=lengths), "permuted": functools.partial(permuted, lengths=lengths),
              "block64": functools.partial(block64, n=lengths[0]), "minference": functools.partial(minference, n=lengths[-1]),
-             "ws": functools.partial(ws, n=lengths[0]), "defaults": functools.partial(defaults, lengths=lengths), "qwen": functools.partial(qwen, lengths=lengths)}
+             "ws": functools.partial(ws, n=lengths[0]), "defaults": functools.partial(defaults, lengths=lengths), "qwen": functools.partial(qwen, lengths=lengths),
+             "profile": functools.partial(profile, n=lengths[0])}
     for part in args.parts.split(","):
         parts[part](sw)
 
