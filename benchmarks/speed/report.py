@@ -237,6 +237,7 @@ def speed_plots(rows: list[dict], prefix: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
         for ax, model in zip(axes[0], models):
             mrows = _ok(rows, model=model, protocol="forward")
+            lengths = sorted({int(r["seq_len"]) for r in mrows})
             for v in _variants(mrows):
                 pts = sorted((r["seq_len"], r["ttft_ms"] if kind == "ttft" else r["speedup"])
                              for r in mrows if r["variant"] == v)
@@ -254,8 +255,9 @@ def speed_plots(rows: list[dict], prefix: Path) -> list[Path]:
             else:
                 ax.set_yscale("log")
             ax.set_xscale("log", base=2)
-            ticks = sorted({x for line in ax.get_lines() for x in line.get_xdata() if x > 0})
-            ax.set_xticks(ticks, [_k(int(n)) for n in ticks])
+            if lengths:  # the measured lengths only (axhline's data are axes fractions, not lengths)
+                ax.set_xticks(lengths, [_k(n) for n in lengths])
+                ax.set_xlim(lengths[0] / 1.25, lengths[-1] * 1.25)
             ax.minorticks_off()
             ax.set_xlabel("prompt tokens")
             ax.set_ylabel("TTFT ms" if kind == "ttft" else "speedup over fastest SDPA")
