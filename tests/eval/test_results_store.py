@@ -320,3 +320,33 @@ def test_concurrent_sweeps_over_the_same_config_compute_it_once(tmp_path):
     assert counter.read_text().count("evaluated") == 1
     assert outs[0].startswith("ok") and outs[1].startswith("skipped")
     assert "another process" in outs[1] or "already finished" in outs[1]
+
+
+def test_runs_finishing_at_once_in_several_processes_each_appear_once_in_the_index(tmp_path):
+    # 4 processes × 6 runs, released together: every run's rows in index.csv exactly once, none lost
+    results = tmp_path / "results"
+    go = tmp_path / "go"
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from pbs.eval.results import RunStore
+        store = RunStore({str(results)!r})
+        worker = int(sys.argv[1])
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
+        for i in range(6):
+            rid = f"w{{worker}}-r{{i}}"
+            metrics = {{"scores": {{"a": {{"metric": "acc", "score": float(i), "n_samples": 1}}}}}}
+            store.save(rid, {{"model": {{"name": "m"}}, "method_name": "pbs"}}, "ok", {{}}, metrics=metrics)
+        print("done")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(w)], stdout=subprocess.PIPE, text=True)
+             for w in range(4)]
+    time.sleep(1.0)  # let every process reach the start line
+    go.write_text("")
+    assert all(p.communicate(timeout=120)[0].strip() == "done" for p in procs)
+    with open(results / "index.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["level"] == "task"]
+    ids = sorted(r["run_id"] for r in rows)
+    assert ids == sorted(f"w{w}-r{i}" for w in range(4) for i in range(6))  # each once: none lost, none doubled
+    assert not list(results.glob(".index.*.tmp"))  # no temporary index left behind
