@@ -28,6 +28,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from benchmarks.speed import parallel
 from benchmarks.speed.config import SpeedConfig
 from benchmarks.speed.models import architecture, hf_config
 from benchmarks.speed.report import speed_markdown
@@ -62,17 +63,24 @@ def main(cfg: DictConfig) -> None:
     if settings.dry_run:
         print(format_schedule(settings))
         return
-    command = " ".join(["python -m experiments.speed", *map(shlex.quote, HydraConfig.get().overrides.task)])
-    prov = provenance(command)
-    path = csv_path(settings, prov)
+    launcher = "python -m" if settings.tensor_parallel == 1 else \
+        f"torchrun --nproc_per_node {settings.tensor_parallel} -m"
+    command = " ".join([f"{launcher} experiments.speed", *map(shlex.quote, HydraConfig.get().overrides.task)])
+    settings.device = str(parallel.init(settings.tensor_parallel, settings.device))
+    try:
+        prov = provenance(command)
+        path = csv_path(settings, prov)
 
-    def write_markdown(all_rows: list[dict]) -> None:
-        path.with_suffix(".md").write_text(speed_markdown(all_rows))
+        def write_markdown(all_rows: list[dict]) -> None:
+            path.with_suffix(".md").write_text(speed_markdown(all_rows))
 
-    rows, not_started = run_sweep(settings, prov, on_write=write_markdown)
-    print(summary(rows, not_started))
-    if rows or path.exists():
-        print(f"wrote {path} and {path.with_suffix('.md')}")
+        rows, not_started = run_sweep(settings, prov, on_write=write_markdown)
+        if parallel.rank() == 0:
+            print(summary(rows, not_started))
+            if rows or path.exists():
+                print(f"wrote {path} and {path.with_suffix('.md')}")
+    finally:
+        parallel.finish()
     if any(r["status"] == "failed" for r in rows):
         sys.exit(1)
 

@@ -32,7 +32,11 @@ STALLS = ("barrier", "wait", "long_scoreboard", "mio_throttle", "not_selected", 
 
 def read_raw(path: Path) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of an ncu raw CSV (plain or .xz); the units row is dropped."""
-    text = lzma.open(path, "rt").read() if path.suffix == ".xz" else path.read_text()
+    if path.suffix == ".xz":
+        with lzma.open(path, "rt") as fh:
+            text = fh.read()
+    else:
+        text = path.read_text()
     rows = [r for r in csv.reader(io.StringIO(text))]
     start = next(i for i, r in enumerate(rows) if r and r[0] == "ID")
     return rows[start], rows[start + 2:]

@@ -26,18 +26,18 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pbs  # noqa: E402
-from pbs.provenance import provenance  # noqa: E402
-from pbs.structure import CLASSES, StructureConfig, attention_structure, block_attention_mass  # noqa: E402
+import pbs
+from pbs.provenance import provenance
+from pbs.structure import CLASSES, StructureConfig, attention_structure, block_attention_mass
 
 # Published, for Llama-class models (each read in the paper's text; see README.md written below for the wording)
 PUBLISHED = [
     ("StreamingLLM (arXiv 2309.17453, App. F, Fig. 12)",
-     "Llama-2-7B, 4096 tokens: the last token's attention to the first token 'often exceeds half of the total "
-     "attention', except in the two bottom layers (about 0.6-0.9 from layer 2 on, read off the figure)."),
+     ("Llama-2-7B, 4096 tokens: the last token's attention to the first token 'often exceeds half of the total "
+     "attention', except in the two bottom layers (about 0.6-0.9 from layer 2 on, read off the figure).")),
     ("When Attention Sink Emerges (arXiv 2410.10781, Table 1)",
-     "heads whose mean attention to the first token exceeds 0.3 (at 64 tokens, natural text): LLaMA3-8B 99.0%, "
-     "LLaMA2-7B 92.5%, Mistral-7B 97.5% (base models); the share falls with sequence length."),
+     ("heads whose mean attention to the first token exceeds 0.3 (at 64 tokens, natural text): LLaMA3-8B 99.0%, "
+     "LLaMA2-7B 92.5%, Mistral-7B 97.5% (base models); the share falls with sequence length.")),
     ("Retrieval Head (arXiv 2404.15574, Sec. 3.1)",
      "only about 3-6% of heads are retrieval heads (copy-paste score > 0.1 on needle-in-a-haystack, 1K-50K)."),
 ]
@@ -184,16 +184,16 @@ def write_readme(out: Path, results: dict[int, list[dict]], args, cfg: Structure
     import transformers
 
     lines = ["# The proxy model's attention structure", "",
-             f"Model `{args.model}`; prompt: a RULER `niah_single_2` sample (seed {args.seed}) extended with haystack "
+             (f"Model `{args.model}`; prompt: a RULER `niah_single_2` sample (seed {args.seed}) extended with haystack "
              f"to exactly N tokens; q and k captured after RoPE in one forward (float32, {args.device}). Command: "
-             f"`{command}`; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}; torch {torch.__version__}, "
-             f"transformers {transformers.__version__}; commit {provenance(command)['git_commit']}.", "",
-             f"Classes (`pbs.structure`, each entry of the causal attention matrix in the first that holds): sink = "
+             f"`{command}`; {datetime.datetime.now(datetime.UTC):%Y-%m-%d}; torch {torch.__version__}, "
+             f"transformers {transformers.__version__}; commit {provenance(command)['git_commit']}."), "",
+             (f"Classes (`pbs.structure`, each entry of the causal attention matrix in the first that holds): sink = "
              f"key < {cfg.sink_tokens}; local = distance < {cfg.local_window}; vertical = the head's "
              f"{cfg.vertical_fraction:.0%} of key columns with the most remaining mass; slash = its "
              f"{cfg.slash_fraction:.0%} of diagonals with the most remaining mass; other. Shares are means over "
              f"query rows. Densities: `pbs.plan(q, k, 'pbs', threshold={args.threshold})` with `permute='key'` "
-             "(the default) and `'none'`, on this one prompt.", ""]
+             "(the default) and `'none'`, on this one prompt."), ""]
     for n, rows in results.items():
         mean = {c: sum(r[c] for r in rows) / len(rows) for c in CLASSES}
         top_sink = sum(r["sink"] > 0.3 for r in rows) / len(rows)
@@ -202,14 +202,14 @@ def write_readme(out: Path, results: dict[int, list[dict]], args, cfg: Structure
         lines += [f"## N = {n}", "",
                   "| | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|",
                   "| mean over heads | " + " | ".join(f"{mean[c]:.3f}" for c in CLASSES) + " |", "",
-                  f"Heads with sink share > 0.3: {top_sink:.0%}. PBS density at τ {args.threshold}: "
+                  (f"Heads with sink share > 0.3: {top_sink:.0%}. PBS density at τ {args.threshold}: "
                   f"{dk:.3f} with key permutation, {dn:.3f} without (mean over {len(rows)} heads). "
-                  f"Per head: `structure-{n}.csv`; plots `structure-{n}.png`, `density-{n}.png`, `fig3-{n}.png`.",
+                  f"Per head: `structure-{n}.csv`; plots `structure-{n}.png`, `density-{n}.png`, `fig3-{n}.png`."),
                   ""]
     lines += ["## Published, for Llama-class models (not measured here)", ""]
     lines += [f"- {src}: {fact}" for src, fact in PUBLISHED]
-    lines += ["", "The published sink share is the mass on the first token only, at its own lengths; ours is the "
-              f"first {cfg.sink_tokens} tokens averaged over all query rows: compare the picture, not the digits."]
+    lines += ["", ("The published sink share is the mass on the first token only, at its own lengths; ours is the "
+              f"first {cfg.sink_tokens} tokens averaged over all query rows: compare the picture, not the digits.")]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 

@@ -73,7 +73,7 @@ def test_tensor_parallel_pbs_equals_the_single_process_model(tiny_llama, tmp_pat
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(_free_port()), str(script)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     collector = pbs.hf.enable(model, "pbs", backend="torch", block_size=16, segment_size=32, threshold=0.5)

@@ -120,7 +120,8 @@ def _default_stages() -> list[Stage]:
 
 @dataclass
 class SpeedConfig:
-    """Time to first token per model, length and variant (an SDPA backend or a method), batch 1, on one GPU."""
+    """Time to first token per model, length and variant (an SDPA backend or a method), batch 1, on one GPU (or on
+    ``tensor_parallel`` GPUs under torchrun)."""
 
     models: dict[str, SpeedModel] = field(default_factory=_default_models)
     stages: list[Stage] = field(default_factory=_default_stages)
@@ -148,6 +149,10 @@ class SpeedConfig:
     retry_failed: bool = False  # with skip_done: run the failed ones again
     dry_run: bool = False  # print the run order with the predicted H200 seconds and exit
     progress: bool = True
+    # > 1: run under `torchrun --nproc_per_node <tensor_parallel>`: transformers' tp_plan="auto" splits heads and MLP
+    # over the ranks, each rank runs the method on its heads, latency = the slowest rank; results to <gpu>-tp<k>.csv
+    tensor_parallel: int = 1
+    tp_weights_dir: str = "/tmp/pbs-speed-weights"  # random weights saved once by rank 0 for the ranks to load
 
     def __post_init__(self) -> None:
         self.models = {n: m if isinstance(m, SpeedModel) else SpeedModel(**m) for n, m in self.models.items()}
@@ -190,6 +195,8 @@ class SpeedConfig:
             raise ValueError(f"max_reps must be >= reps ({self.reps}), got max_reps={self.max_reps}")
         if any(not 0 < d <= 1 for d in self.densities.values()):
             raise ValueError(f"densities must be in (0, 1], got densities={self.densities!r}")
+        if not isinstance(self.tensor_parallel, int) or self.tensor_parallel < 1:
+            raise ValueError(f"tensor_parallel must be an integer >= 1, got tensor_parallel={self.tensor_parallel!r}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time_budget_s must be > 0 or null, got time_budget_s={self.time_budget_s!r}")
 

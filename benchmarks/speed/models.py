@@ -68,12 +68,20 @@ def architecture(cfg) -> Architecture:
                         vocab=cfg.vocab_size, linear_params=layers * per_layer)
 
 
-def load_model(spec: SpeedModel, device: torch.device | str, dtype: torch.dtype):
-    """(model in eval mode with ``attn_implementation="sdpa"``, its config) on ``device`` in ``dtype``."""
+def load_model(spec: SpeedModel, device: torch.device | str, dtype: torch.dtype, *, tensor_parallel: int = 1,
+               weights_dir: str | None = None, name: str = "model"):
+    """(model in eval mode with ``attn_implementation="sdpa"``, its config) on ``device`` in ``dtype``.
+
+    ``tensor_parallel`` > 1 (inside the process group of :mod:`.parallel`): every rank loads its shard with
+    ``from_pretrained(..., tp_plan="auto")``; a random-weight architecture is first built and saved once by rank 0
+    under ``weights_dir/<name>`` (reused while its config is unchanged).
+    """
     from transformers import AutoModelForCausalLM
 
     device = torch.device(device)
     cfg = hf_config(spec)
+    if tensor_parallel > 1:
+        return _load_tensor_parallel(spec, cfg, device, dtype, weights_dir, name), cfg
     if spec.path is not None:
         kwargs = {"device_map": {"": device}} if device.type == "cuda" else {}
         model = AutoModelForCausalLM.from_pretrained(resolve_path(spec.path), config=cfg, dtype=dtype,
@@ -87,6 +95,36 @@ def load_model(spec: SpeedModel, device: torch.device | str, dtype: torch.dtype)
         eos = model.generation_config.eos_token_id
         model.generation_config.pad_token_id = (eos[0] if isinstance(eos, list) else eos) or 0
     return model, cfg
+
+
+def _load_tensor_parallel(spec: SpeedModel, cfg, device: torch.device, dtype: torch.dtype, weights_dir, name):
+    from transformers import AutoModelForCausalLM
+
+    from . import parallel
+
+    if spec.path is not None:
+        folder = resolve_path(spec.path)
+    else:
+        if weights_dir is None:
+            raise ValueError("tensor_parallel > 1 with random weights needs tp_weights_dir (a local folder)")
+        folder = Path(weights_dir) / name
+        marker = folder / "pbs-speed-config.json"
+        wanted = json.dumps(cfg.to_dict(), sort_keys=True, default=str) + str(dtype)
+        if parallel.rank() == 0 and not (marker.exists() and marker.read_text() == wanted):
+            cfg._attn_implementation = "sdpa"
+            with torch.device(device):
+                model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+            model.save_pretrained(folder)
+            marker.write_text(wanted)
+            del model
+        parallel.barrier()
+    model = AutoModelForCausalLM.from_pretrained(folder, config=cfg, dtype=dtype, tp_plan="auto",
+                                                 attn_implementation="sdpa")
+    model.eval()
+    if model.generation_config.pad_token_id is None:
+        eos = model.generation_config.eos_token_id
+        model.generation_config.pad_token_id = (eos[0] if isinstance(eos, list) else eos) or 0
+    return model
 
 
 def prompt_ids(spec: SpeedModel, cfg, seq_len: int, seed: int, device) -> torch.Tensor:

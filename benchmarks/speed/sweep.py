@@ -36,6 +36,7 @@ from pbs.methods import get_method
 
 from ..report import gpu_slug
 from ..timing import describe, on_cuda, time_cuda
+from . import parallel
 from .config import SDPA_VARIANTS, SpeedConfig
 from .models import architecture, hf_config, load_model, prompt_ids
 from .probe import AttentionProbe
@@ -50,7 +51,8 @@ class _OutOfTime(Exception):
 
 
 def csv_path(cfg: SpeedConfig, prov: dict) -> Path:
-    return Path(cfg.out_dir) / f"{gpu_slug(prov['gpu'])}.csv"
+    tp = f"-tp{cfg.tensor_parallel}" if cfg.tensor_parallel > 1 else ""
+    return Path(cfg.out_dir) / f"{gpu_slug(prov['gpu'])}{tp}.csv"
 
 
 def pending_runs(cfg: SpeedConfig, existing: list[dict]) -> list[Run]:
@@ -67,7 +69,8 @@ def pending_runs(cfg: SpeedConfig, existing: list[dict]) -> list[Run]:
 def run_sweep(cfg: SpeedConfig, prov: dict, on_write=None) -> tuple[list[dict], int]:
     """Measure every pending run; returns (this command's rows, runs not started for the time budget).
 
-    After each run the CSV (and, through ``on_write(all_rows)``, anything derived from it) is rewritten.
+    After each run the CSV (and, through ``on_write(all_rows)``, anything derived from it) is rewritten (by rank 0
+    under tensor parallelism; every rank returns the same rows).
     """
     from tqdm.auto import tqdm
 
@@ -81,7 +84,8 @@ def run_sweep(cfg: SpeedConfig, prov: dict, on_write=None) -> tuple[list[dict], 
     not_started = 0
     state = _ModelState()
     archs: dict = {}  # model -> its sizes from the config alone (the budget's prediction, before building it)
-    bar = tqdm(total=len(runs), desc="TTFT", unit="run", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=len(runs), desc="TTFT", unit="run", disable=not cfg.progress or parallel.rank() > 0,
+               dynamic_ncols=True)
     try:
         for run in runs:
             bar.set_postfix_str(f"{run.model} {run.protocol} N={run.seq_len} {run.variant}", refresh=True)
@@ -89,7 +93,8 @@ def run_sweep(cfg: SpeedConfig, prov: dict, on_write=None) -> tuple[list[dict], 
             try:
                 if deadline is not None and on_cuda(device):  # predicted for the H200 (elsewhere only the check
                     build = 0.0 if run.model == state.name else BUILD_S  # on the measured first forward applies)
-                    if time.perf_counter() + build + predict_run_s(cfg, _arch(archs, cfg, run.model), run) > deadline:
+                    late = time.perf_counter() + build + predict_run_s(cfg, _arch(archs, cfg, run.model), run)
+                    if parallel.agree_any(late > deadline):
                         raise _OutOfTime
                 state.load(cfg, run.model, device, dtype)
                 row = measure(cfg, run, state, device, prov, deadline)
@@ -101,9 +106,10 @@ def run_sweep(cfg: SpeedConfig, prov: dict, on_write=None) -> tuple[list[dict], 
                 row = _failed_row(cfg, run, prov, f"model: {describe(exc)}")
             rows.append(row)
             all_rows = merge_rows(existing, rows) if cfg.merge else list(rows)
-            write_csv(all_rows, path)
-            if on_write is not None:
-                on_write(all_rows)
+            if parallel.rank() == 0:
+                write_csv(all_rows, path)
+                if on_write is not None:
+                    on_write(all_rows)
             bar.update(1)
     finally:
         bar.close()
@@ -133,7 +139,8 @@ class _ModelState:
         self.free()
         self.name = name
         try:
-            self.model, self.cfg = load_model(cfg.models[name], device, dtype)
+            self.model, self.cfg = load_model(cfg.models[name], device, dtype, tensor_parallel=cfg.tensor_parallel,
+                                              weights_dir=cfg.tp_weights_dir, name=name)
         except Exception as exc:
             self.error = describe(exc)
             raise
@@ -225,9 +232,10 @@ def _measure_into(row, cfg, run, model, ids, context, collector, cuda: bool, dea
         forward()
         if cuda:
             torch.cuda.synchronize()
-        first = time.perf_counter() - t0
+        # under tensor parallelism every decision below uses values agreed over the ranks (the same forwards run)
+        first = parallel.agree_max(time.perf_counter() - t0)
         if cuda:
-            peak = torch.cuda.max_memory_allocated()
+            peak = parallel.agree_max(torch.cuda.max_memory_allocated())
             row.update(peak_mem_gib=peak / 2**30, peak_extra_gib=(peak - before) / 2**30)
         warm, spent = 1, first
         while warm < cfg.warmup and spent < cfg.max_warmup_s:
@@ -235,10 +243,10 @@ def _measure_into(row, cfg, run, model, ids, context, collector, cuda: bool, dea
             forward()
             if cuda:
                 torch.cuda.synchronize()
-            last = time.perf_counter() - t0
+            last = parallel.agree_max(time.perf_counter() - t0)
             warm, spent, first = warm + 1, spent + last, last
         reps = min(cfg.max_reps, max(cfg.reps, int(cfg.seconds_per_run / max(first, 1e-9))))
-        if deadline is not None and time.perf_counter() + reps * first > deadline:
+        if deadline is not None and parallel.agree_any(time.perf_counter() + reps * first > deadline):
             raise _OutOfTime
         if collector is not None:
             collector.reset()
@@ -247,7 +255,9 @@ def _measure_into(row, cfg, run, model, ids, context, collector, cuda: bool, dea
         row["planner"] = "; ".join(sorted(probe.planners))
     attention = sorted(c["attention_ms"] for c in per_call)
     plan = sorted(c["plan_ms"] for c in per_call)
-    att_ms, plan_ms = _median(attention), _median(plan)
+    # the slowest rank is the latency (identity on one process)
+    att_ms, plan_ms = parallel.agree_max(_median(attention)), parallel.agree_max(_median(plan))
+    timing = {k: parallel.agree_max(timing[k]) for k in ("median_ms", "p10_ms", "p90_ms")} | {"reps": timing["reps"]}
     row.update(status="ok", ttft_ms=timing["median_ms"], p10_ms=timing["p10_ms"], p90_ms=timing["p90_ms"],
                reps=timing["reps"], warmup=warm, attention_ms=att_ms, plan_ms=plan_ms, kernel_ms=att_ms - plan_ms,
                rest_ms=timing["median_ms"] - att_ms, attention_pct=100.0 * att_ms / timing["median_ms"])
@@ -256,8 +266,10 @@ def _measure_into(row, cfg, run, model, ids, context, collector, cuda: bool, dea
     else:
         summary = collector.summary()
         layers = [d for d in summary["per_layer"].values() if d is not None]
-        row.update(density=summary["mean_density"] if summary["mean_density"] is not None else math.nan,
-                   density_min=min(layers) if layers else math.nan, density_max=max(layers) if layers else math.nan,
+        mean = summary["mean_density"] if summary["mean_density"] is not None else math.nan
+        row.update(density=parallel.agree_mean(mean),  # each rank's collector holds its own heads
+                   density_min=parallel.agree_min(min(layers) if layers else math.nan),
+                   density_max=parallel.agree_max(max(layers) if layers else math.nan),
                    dense_fallbacks="; ".join(f"{n}× {why}" for why, n in summary["dense_fallbacks"].items()))
 
 
