@@ -25,6 +25,8 @@ from ..config import MethodVariant
 
 # Table 5 of the paper (Llama-3.1-8B, B = 128, τ = 0.9, with key permutation): selected / causal blocks
 PAPER_DENSITIES = {8192: 0.579, 16384: 0.485, 32768: 0.405, 65536: 0.287, 131072: 0.219}
+# Table 5 without permutation: what PBS selects at the same τ 0.9 (so at comparable accuracy) with permute="none"
+PAPER_DENSITIES_NO_PERMUTATION = {8192: 0.649, 16384: 0.540, 32768: 0.460, 65536: 0.328, 131072: 0.256}
 SDPA_VARIANTS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION",
                  "sdpa_efficient": "EFFICIENT_ATTENTION"}
 REGIMES = ("fixed", "adaptive")
@@ -88,6 +90,8 @@ def _default_methods() -> dict[str, MethodVariant]:
     return {
         "pbs": MethodVariant("pbs"),
         "pbs_permute_none": MethodVariant("pbs", {"permute": "none"}),
+        # no permutation at the density it needs for PBS's accuracy (variant_densities): what permuting buys end to end
+        "pbs_permute_none_paper_density": MethodVariant("pbs", {"permute": "none"}),
         "pbs_permute_query": MethodVariant("pbs", {"permute": "query"}),
         "pbs_antidiagonal": MethodVariant("pbs", {"scoring": "antidiagonal"}),  # PBS-Attn+
         "meanpool": MethodVariant("meanpool"),
@@ -114,6 +118,7 @@ def _default_stages() -> list[Stage]:
         Stage([QWEN3], ["sdpa_cudnn", "pbs"]),  # Table 9's layout
         Stage([QWEN3], ["sdpa_cudnn", "pbs"], [32768], "generate"),
         Stage([QWEN25], ["sdpa_cudnn", "pbs"]),
+        Stage([LLAMA], ["pbs_permute_none_paper_density"], _LONG),
         Stage([QWEN3, QWEN25]),
     ]
 
@@ -131,6 +136,9 @@ class SpeedConfig:
     sdpa_variants: list[str] = field(default_factory=lambda: list(SDPA_VARIANTS))
     methods: dict[str, MethodVariant] = field(default_factory=_default_methods)
     densities: dict[int, float] = field(default_factory=lambda: dict(PAPER_DENSITIES))  # regime "fixed": budget per N
+    # regime "fixed": a variant's own budget per N instead of `densities`
+    variant_densities: dict[str, Any] = field(  # {variant: {N: density}}
+        default_factory=lambda: {"pbs_permute_none_paper_density": dict(PAPER_DENSITIES_NO_PERMUTATION)})
     device: str = "cuda"
     dtype: str = "bfloat16"
     backend: str = "auto"  # pbs.hf.enable's attention backend (auto: triton on CUDA)
@@ -159,6 +167,8 @@ class SpeedConfig:
         self.methods = {n: v if isinstance(v, MethodVariant) else MethodVariant(**v) for n, v in self.methods.items()}
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
         self.densities = {int(n): float(d) for n, d in self.densities.items()}
+        self.variant_densities = {v: {int(n): float(d) for n, d in per_n.items()}
+                                  for v, per_n in self.variant_densities.items()}
         unknown = [v for v in self.sdpa_variants if v not in SDPA_VARIANTS]
         if unknown:
             raise ValueError(f"sdpa_variants must be drawn from {list(SDPA_VARIANTS)}, got sdpa_variants="
@@ -195,6 +205,11 @@ class SpeedConfig:
             raise ValueError(f"max_reps must be >= reps ({self.reps}), got max_reps={self.max_reps}")
         if any(not 0 < d <= 1 for d in self.densities.values()):
             raise ValueError(f"densities must be in (0, 1], got densities={self.densities!r}")
+        for v, per_n in self.variant_densities.items():
+            if v not in self.methods:
+                raise ValueError(f"variant_densities names {v!r}, not one of methods {sorted(self.methods)}")
+            if any(not 0 < d <= 1 for d in per_n.values()):
+                raise ValueError(f"variant_densities.{v} must be in (0, 1], got {per_n!r}")
         if not isinstance(self.tensor_parallel, int) or self.tensor_parallel < 1:
             raise ValueError(f"tensor_parallel must be an integer >= 1, got tensor_parallel={self.tensor_parallel!r}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -209,8 +224,14 @@ class SpeedConfig:
         entry = self.methods[variant]
         kwargs = dict(entry.kwargs or {})
         if regime == "fixed" and "budget" in {f.name for f in dataclasses.fields(get_method(entry.method).config_cls)}:
-            if seq_len not in self.densities:
-                raise ValueError(f"regime 'fixed' needs a target density for N={seq_len}: add it to densities "
-                                 f"(now {self.densities})")
-            kwargs["budget"] = self.densities[seq_len]
+            kwargs["budget"] = self.density(variant, seq_len)
         return entry.method, kwargs
+
+    def density(self, variant: str, seq_len: int) -> float:
+        """The fixed regime's target density of a method variant at ``seq_len`` (``variant_densities`` first)."""
+        own = variant in self.variant_densities
+        table, name = ((self.variant_densities[variant], f"variant_densities.{variant}") if own
+                       else (self.densities, "densities"))
+        if seq_len not in table:
+            raise ValueError(f"regime 'fixed' needs a target density for N={seq_len}: add it to {name} (now {table})")
+        return table[seq_len]

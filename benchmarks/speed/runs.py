@@ -56,6 +56,8 @@ def plan_runs(cfg: SpeedConfig) -> list[Run]:
                 for v in stage.variants if stage.variants is not None else all_variants:
                     if v not in all_variants or (cfg.only_variants is not None and v not in cfg.only_variants):
                         continue
+                    if v in cfg.variant_densities and cfg.models[model].regime != "fixed":
+                        continue  # its own fixed densities: in the adaptive regime it would repeat its base variant
                     run = Run(model, stage.protocol, n, v)
                     if run.key not in seen:
                         seen.add(run.key)
@@ -86,7 +88,8 @@ def forwards_per_run(cfg: SpeedConfig, forward_s: float) -> tuple[int, int]:
 
 def predict_run_s(cfg: SpeedConfig, arch, run: Run, protocol_factor: float = 1.0) -> float:
     """Predicted seconds of a whole run: warm-ups, timed forwards, first-call compilation."""
-    density = 1.0 if run.variant in SDPA_VARIANTS else cfg.densities.get(run.seq_len, 0.5)
+    density = 1.0 if run.variant in SDPA_VARIANTS else (
+        cfg.variant_densities.get(run.variant, cfg.densities).get(run.seq_len, 0.5))
     t = predict_forward_s(arch, run.seq_len, run.variant, density) * protocol_factor
     warm, reps = forwards_per_run(cfg, t)
     return (warm + reps) * t + (0.0 if run.variant in SDPA_VARIANTS else FIRST_CALL_S)

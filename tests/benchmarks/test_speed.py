@@ -39,11 +39,15 @@ def test_default_settings_are_the_papers():
     cfg = SpeedConfig()
     assert cfg.densities == {8192: 0.579, 16384: 0.485, 32768: 0.405, 65536: 0.287, 131072: 0.219}
     assert cfg.variant_names() == ["sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "pbs", "pbs_permute_none",
-                                   "pbs_permute_query", "pbs_antidiagonal", "meanpool", "xattention", "minference",
+                                   "pbs_permute_none_paper_density", "pbs_permute_query", "pbs_antidiagonal", "meanpool", "xattention", "minference",
                                    "flexprefill"]
     assert cfg.method_kwargs("pbs_antidiagonal", 131072, "fixed") == ("pbs", {"scoring": "antidiagonal",
                                                                              "budget": 0.219})
     assert cfg.method_kwargs("xattention", 8192, "adaptive") == ("xattention", {})  # its defaults: stride 8, τ 0.9
+    # Table 5 without permutation (block counts 1,350 / 2,080 ... 134,270 / 524,800): its own budgets
+    assert cfg.method_kwargs("pbs_permute_none_paper_density", 131072, "fixed") == ("pbs", {"permute": "none",
+                                                                                           "budget": 0.256})
+    assert round(1350 / 2080, 3) == cfg.density("pbs_permute_none_paper_density", 8192)
     assert {m: s.regime for m, s in cfg.models.items()} == {LLAMA: "fixed", QWEN3: "fixed", QWEN25: "fixed",
                                                              PROXY: "adaptive"}
     assert cfg.reps >= 5 and not cfg.short_seq_policy
@@ -54,6 +58,8 @@ def test_default_settings_are_the_papers():
     ({"methods": {"x": MethodVariant("pbs", {"thresh": 0.5})}}, "thresh"), ({"densities": {8192: 1.5}}, "densities"),
     ({"stages": [Stage(["nope"])]}, "stages"), ({"max_reps": 2}, "max_reps"), ({"dtype": "bf17"}, "dtype"),
     ({"time_budget_s": 0}, "time_budget_s"), ({"methods": {"sdpa_flash": MethodVariant("pbs")}}, "SDPA"),
+    ({"variant_densities": {"nope": {8192: 0.5}}}, "variant_densities"),
+    ({"variant_densities": {"pbs": {8192: 0}}}, "variant_densities.pbs"),
 ])
 def test_bad_settings_name_the_field(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -73,14 +79,18 @@ def test_bad_model_settings():
 
 def test_run_order_most_important_first_and_filters():
     runs = [r.key for r in plan_runs(SpeedConfig())]
-    assert len(runs) == len(set(runs)) == 202  # the README's count: 3 x 5 x 11 forward + proxy 3 x 11 + 4 generate
+    # the README's count: 3 models x 5 lengths x 12 variants forward + the proxy 3 x 11 (no own-density variant in
+    # the adaptive regime) + 4 generate
+    assert len(runs) == len(set(runs)) == 217
+    assert (PROXY, "forward", 8192, "pbs_permute_none_paper_density") not in runs
     assert runs[:6] == [(LLAMA, "forward", n, v) for n in (131072, 65536, 32768) for v in ("sdpa_cudnn", "pbs")]
     assert runs[26] == (LLAMA, "forward", 32768, "minference") and runs[27:29] == [
         (LLAMA, "generate", 32768, "sdpa_cudnn"), (LLAMA, "generate", 32768, "pbs")]
     assert runs[29] == (PROXY, "forward", 32768, "sdpa_cudnn") and runs[61] == (PROXY, "forward", 8192, "flexprefill")
-    assert runs[84:90] == [(LLAMA, "forward", n, v) for n in (131072, 65536, 32768)
+    assert runs[86:92] == [(LLAMA, "forward", n, v) for n in (131072, 65536, 32768)
                            for v in ("sdpa_flash", "sdpa_efficient")]
-    assert runs[90] == (QWEN3, "forward", 131072, "sdpa_cudnn") and runs[-1] == (QWEN25, "forward", 8192, "flexprefill")
+    assert runs[92] == (QWEN3, "forward", 131072, "sdpa_cudnn")
+    assert runs[114:117] == [(LLAMA, "forward", n, "pbs_permute_none_paper_density") for n in (131072, 65536, 32768)] and runs[-1] == (QWEN25, "forward", 8192, "flexprefill")
     only = plan_runs(SpeedConfig(only_models=[QWEN3], only_lengths=[8192], only_variants=["pbs", "sdpa_cudnn"]))
     assert [r.key for r in only] == [(QWEN3, "forward", 8192, "sdpa_cudnn"), (QWEN3, "forward", 8192, "pbs")]
 
@@ -177,6 +187,7 @@ def test_time_budget_stops_starting_runs(tmp_path, one_thread):
     cfg = SpeedConfig(models={"tiny": _tiny_spec()}, stages=[Stage(["tiny"], ["sdpa_flash", "pbs"])], device="cpu",
                       dtype="float32", densities={256: 0.5}, warmup=1, reps=1, max_reps=1, progress=False,
                       methods={"pbs": MethodVariant("pbs", {"block_size": 32, "segment_size": 64})},
+                      variant_densities={},
                       out_dir=str(tmp_path), time_budget_s=1e-6)
     rows, not_started = run_sweep(cfg, {"gpu": "cpu"})
     assert rows == [] and not_started == 2 and not (tmp_path / "cpu.csv").exists()
