@@ -235,10 +235,10 @@ def _permutation_end_to_end(llama: list[dict]) -> list[str]:
     if not body:
         return []
     return (["## What the permutation buys end to end", "",
-             "At τ 0.9 the paper's Llama-3.1-8B selects fewer blocks with the key permutation than without (Table 5: "
+             ("At τ 0.9 the paper's Llama-3.1-8B selects fewer blocks with the key permutation than without (Table 5: "
              "21.9% vs 25.6% at 128K) at comparable accuracy. Below: PBS at the permuted density against "
              "`permute=none` at the unpermuted one (`pbs_permute_none_paper_density`), both with their real planning "
-             "costs.", ""]
+             "costs."), ""]
             + _table(["N", "density PBS / none", "PBS ms", "none ms", "PBS speedup over none"], body) + [""])
 
 
