@@ -34,6 +34,7 @@ stages:
 methods:
   pbs: {method: pbs, kwargs: {block_size: 32, segment_size: 64}}
   pbs_permute_none: {method: pbs, kwargs: {block_size: 32, segment_size: 64, permute: none}}
+  pbs_permute_none_paper_density: {method: pbs, kwargs: {block_size: 32, segment_size: 64, permute: none}}
   pbs_permute_query: {method: pbs, kwargs: {block_size: 32, segment_size: 64, permute: query}}
   pbs_antidiagonal: {method: pbs, kwargs: {block_size: 32, segment_size: 64, scoring: antidiagonal, stride: 4}}
   meanpool: {method: meanpool, kwargs: {block_size: 32}}
@@ -42,13 +43,14 @@ methods:
   flexprefill: {method: flexprefill, kwargs: {block_size: 32}}
   broken: {method: pbs, kwargs: {threshold: -1.0}}
 densities: {512: 0.5}
+variant_densities: {pbs_permute_none_paper_density: {512: 0.75}}
 device: cpu
 dtype: float32
 warmup: 1
 reps: 2
 max_reps: 2
 """
-METHODS = ["pbs", "pbs_permute_none", "pbs_permute_query", "pbs_antidiagonal", "meanpool", "xattention",
+METHODS = ["pbs", "pbs_permute_none", "pbs_permute_none_paper_density", "pbs_permute_query", "pbs_antidiagonal", "meanpool", "xattention",
            "minference", "flexprefill"]
 
 
@@ -86,10 +88,10 @@ def test_app_end_to_end_then_resume(tmp_path):
         assert float(r["rest_ms"]) == float(r["rest_ms"]) and float(r["attention_pct"]) < 100
         assert r["baseline"] == "sdpa_flash" and float(r["speedup"]) > 0
     for v in METHODS:  # fixed regime: the budget was applied, the measured density sits near it
-        r = rows["tiny", "forward", v]
-        assert r["regime"] == "fixed" and float(r["target_density"]) == 0.5, v
-        assert abs(float(r["density"]) - 0.5) < 0.1, (v, r["density"])
-        assert '"budget": 0.5' in r["kwargs"] and r["planner"] == "torch"
+        r, d = rows["tiny", "forward", v], 0.75 if v == "pbs_permute_none_paper_density" else 0.5
+        assert r["regime"] == "fixed" and float(r["target_density"]) == d, v
+        assert abs(float(r["density"]) - d) < 0.1, (v, r["density"])
+        assert f'"budget": {d}' in r["kwargs"] and r["planner"] == "torch"
     proxy = rows["pbs-proxy-llama", "forward", "pbs"]
     assert proxy["regime"] == "adaptive" and proxy["target_density"] == "" and 0 < float(proxy["density"]) < 1
     assert float(rows["tiny", "forward", "sdpa_flash"]["speedup"]) == 1.0
