@@ -93,3 +93,25 @@ def test_ruler_lengths_take_one_length_or_a_list():
         with pytest.raises(ValueError, match=r"lengths must be token counts.*lengths='abc'"):
             to_settings(compose(config_name="eval", overrides=["task.lengths=abc"]))
     assert one.task.lengths == [1024] and two.task.lengths == [1024, 2048]
+
+
+def test_train_proxy_v2_is_the_step_11_model():
+    """The Step 11 preset: a GQA Llama with head_dim 64 (our kernels serve it), <= 30 M parameters so its bf16
+    weights stay <= 60 MB, trained to 32K over a schedule longer than one GPU command."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose(config_name="train_proxy_v2"))
+    m = cfg.model
+    assert m.head_dim == 64 and m.num_attention_heads % m.num_key_value_heads == 0 < m.num_key_value_heads < \
+        m.num_attention_heads
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=cfg.tokenizer.vocab_size + 16, hidden_size=m.hidden_size, num_hidden_layers=m.num_hidden_layers,
+            num_attention_heads=m.num_attention_heads, num_key_value_heads=m.num_key_value_heads,
+            head_dim=m.head_dim, intermediate_size=m.intermediate_size, tie_word_embeddings=m.tie_word_embeddings))
+    params = sum(p.numel() for p in model.parameters())
+    assert 20e6 < params <= 30e6 and 2 * params <= 60e6
+    assert cfg.curriculum[-1].length == 32768 and cfg.data.lm_only_below > cfg.curriculum[0].length
+    assert cfg.train.stop_after_minutes < 10 < cfg.train.max_minutes and cfg.data.heldout_corpus

@@ -26,9 +26,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return c[-1] if c else None
 
 
-def save_checkpoint(run_dir: Path, model, opt, step: int, elapsed: float, keep: int, config: dict) -> Path:
+def save_checkpoint(run_dir: Path, model, opt, step: int, elapsed: float, keep: int, config: dict,
+                    warm_from: int = 0) -> Path:
     """``<run_dir>/checkpoints/step_XXXXXXXX/state.pt`` (written to a temporary folder, then renamed); keeps the
-    newest ``keep`` checkpoints (0: all)."""
+    newest ``keep`` checkpoints (0: all). ``warm_from``: the step the optimizer started at (its LR warm-up)."""
     path = run_dir / "checkpoints" / f"step_{step:08d}"
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,7 @@ def save_checkpoint(run_dir: Path, model, opt, step: int, elapsed: float, keep: 
         "optimizer": opt.state_dict(),
         "step": step,
         "elapsed_s": elapsed,
+        "warm_from": warm_from,
         "python_rng": random.getstate(),
         "numpy_rng": np.random.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -75,15 +77,16 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
-def init_weights_from(model, folder: Path) -> None:
-    """Copy the weights of a saved model (e.g. the committed proxy) into ``model``; shapes must match exactly."""
+def init_weights_from(model, folder: Path, setting: str = "init_from") -> None:
+    """Copy the weights of a saved model (e.g. the committed proxy) into ``model``; shapes must match exactly
+    (``setting``: the config key named in the error)."""
     from transformers import AutoModelForCausalLM
 
     src = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
     mine, theirs = model.state_dict(), src.state_dict()
     bad = sorted(k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape)
     if bad or set(theirs) - set(mine):
-        raise ValueError(f"init_from={str(folder)!r} does not match model config: differing weights {bad[:5]}")
+        raise ValueError(f"{setting}={str(folder)!r} does not match model config: differing weights {bad[:5]}")
     model.load_state_dict(theirs)
     print(f"[train_proxy] weights initialised from {folder} (fresh optimizer)")
 
@@ -101,6 +104,19 @@ def export(model, tokenizer, out_dir: Path, dtype: str, max_shard_size: str, log
     if log_path is not None and log_path.exists() and log_path.resolve() != (out_dir / "training_log.csv").resolve():
         shutil.copyfile(log_path, out_dir / "training_log.csv")
     return out_dir
+
+
+def milestone_position(folder: Path) -> tuple[int, float]:
+    """(step, trained seconds) at which an exported milestone was saved, from its ``training_log.csv``."""
+    path = folder / "training_log.csv"
+    if not path.exists():
+        raise ValueError(f"continue_from={str(folder)!r} has no training_log.csv: not an export of train_proxy")
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("step")]
+    if not rows:
+        raise ValueError(f"continue_from={str(folder)!r}: its training_log.csv has no rows")
+    last = max(rows, key=lambda r: (int(r["step"]), float(r.get("elapsed_s") or 0)))
+    return int(last["step"]), float(last.get("elapsed_s") or 0.0)
 
 
 class CsvLog:

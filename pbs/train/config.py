@@ -83,6 +83,9 @@ class OptimizationConfig:
     tokens_per_step: int = 65536  # batch = max(1, tokens_per_step // length)
     max_steps: int = 100000  # progress = max(step / max_steps, trained seconds / (60 * max_minutes))
     max_minutes: float | None = None  # time budget of the training loop (checkpoint + export after it); null = steps
+    # end this invocation after this many minutes of training (checkpoint, export, final evaluation) without changing
+    # the schedule above: `resume=true` (same run_dir) or `continue_from=<export>` (a later session) goes on from there
+    stop_after_minutes: float | None = None
     lr: float = 1.0e-3  # AdamW peak LR: linear warmup, then cosine over progress to lr * min_lr_ratio
     min_lr_ratio: float = 0.1
     warmup_steps: int = 200
@@ -128,6 +131,10 @@ class TrainProxyConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: bool = False  # continue from the newest checkpoint in run_dir (same run_dir, tokenizer reloaded)
     init_from: str | None = None  # a saved model folder to start from, fresh optimizer; pass tokenizer.path too
+    # an exported milestone (weights, tokenizer, training_log.csv) of this same config to go on from in a fresh
+    # run_dir (e.g. a later GPU session): its step and trained seconds set the schedule's progress, the log continues,
+    # the optimizer starts fresh and its LR re-warms over train.warmup_steps
+    continue_from: str | None = None
     run_dir: str = "outputs/train_proxy/run"  # checkpoints, tokenizer/, training_log.csv
     out_dir: str | None = None  # export folder (null = <run_dir>/export): safetensors + tokenizer + training_log.csv
     export_dtype: str = "bfloat16"  # weights cast for export (bf16: ~11 M params -> ~22 MB)
@@ -135,6 +142,9 @@ class TrainProxyConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
+        if self.init_from and self.continue_from:
+            raise ValueError(f"set at most one of init_from (new schedule) and continue_from (the milestone's "
+                             f"schedule), got init_from={self.init_from!r}, continue_from={self.continue_from!r}")
         self.curriculum = [s if isinstance(s, CurriculumStage) else CurriculumStage(**s) for s in self.curriculum]
         if not self.curriculum:
             raise ValueError("curriculum must have at least one stage, got curriculum=[]")

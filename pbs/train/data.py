@@ -205,7 +205,8 @@ def batch_workers(workers, device_type: str) -> int:
 class BatchPool:
     """Builds batches in worker processes ahead of the GPU (``workers=0``: in this process, on demand)."""
 
-    def __init__(self, data: ProxyData, tok_dir: Path, dcfg: DataConfig, corpus: tuple, workers: int):
+    def __init__(self, data: ProxyData, tok_dir: Path, dcfg: DataConfig, corpus_ids: Path, workers: int):
+        """``corpus_ids``: the encoded corpus (.npy), memory-mapped by every worker."""
         self.data, self.workers, self.ahead = data, workers, workers + 4
         self.pending: dict[tuple, Any] = {}
         self.pool = None
@@ -214,7 +215,7 @@ class BatchPool:
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                            initargs=(str(tok_dir), dcfg, corpus))
+                                            initargs=(str(tok_dir), dcfg, str(corpus_ids)))
 
     def get(self, step: int, batch: int, length: int, seed: int):
         """The batch of ``step``; queues the next ``ahead`` steps' batches (same batch/length) meanwhile."""
@@ -238,7 +239,7 @@ class BatchPool:
 _WORKER_DATA: ProxyData | None = None
 
 
-def _worker_init(tok_dir: str, dcfg: DataConfig, corpus: tuple) -> None:
+def _worker_init(tok_dir: str, dcfg: DataConfig, corpus_ids: str) -> None:
     import os
 
     import torch
@@ -249,7 +250,7 @@ def _worker_init(tok_dir: str, dcfg: DataConfig, corpus: tuple) -> None:
 
     global _WORKER_DATA
     tok = PreTrainedTokenizerFast.from_pretrained(tok_dir)
-    _WORKER_DATA = ProxyData(tok, lm_split(encode_corpus(tok, load_corpus_text(*corpus)[0]), dcfg), dcfg)
+    _WORKER_DATA = ProxyData(tok, lm_split(np.load(corpus_ids, mmap_mode="r"), dcfg), dcfg)
 
 
 def _worker_batch(batch: int, length: int, seed):

@@ -12,9 +12,11 @@ work under a time budget. Checkpoints (model, optimizer, step, elapsed, RNG stat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,16 @@ import torch
 import torch.nn.functional as F
 
 from pbs.devices import resolve_device
-from pbs.train.checkpoint import CsvLog, export, init_weights_from, load_checkpoint, restore, save_checkpoint, unwrap
+from pbs.train.checkpoint import (
+    CsvLog,
+    export,
+    init_weights_from,
+    load_checkpoint,
+    milestone_position,
+    restore,
+    save_checkpoint,
+    unwrap,
+)
 from pbs.train.config import CurriculumStage, OptimizationConfig, ProxyModelConfig, TrainProxyConfig
 from pbs.train.data import (
     BatchPool,
@@ -59,10 +70,12 @@ def build_model(mcfg: ProxyModelConfig, tokenizer):
     return LlamaForCausalLM(config)
 
 
-def lr_at(step: int, progress: float, tcfg: OptimizationConfig) -> float:
+def lr_at(step: int, progress: float, tcfg: OptimizationConfig, warm_from: int = 0) -> float:
+    """Linear warm-up over ``warmup_steps`` from step ``warm_from`` (where the optimizer started), then cosine over
+    progress."""
     base = tcfg.lr
-    if step < tcfg.warmup_steps:
-        return base * (step + 1) / tcfg.warmup_steps
+    if step - warm_from < tcfg.warmup_steps:
+        return base * (step - warm_from + 1) / tcfg.warmup_steps
     p = min(max(progress, 0.0), 1.0)
     r = tcfg.min_lr_ratio
     return base * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * p)))
@@ -178,6 +191,8 @@ class _Run:
     last_saved: int = -1
     last_acc: float | None = None
     length: int = 0
+    warm_from: int = 0  # the step the optimizer started at (LR warm-up): 0, or a continued milestone's step
+    start_elapsed: float = 0.0  # trained seconds when this invocation began (train.stop_after_minutes)
 
     @property
     def budget(self) -> float | None:
@@ -187,6 +202,10 @@ class _Run:
     def progress(self) -> float:
         p = self.step / self.cfg.train.max_steps
         return max(p, self.elapsed / self.budget) if self.budget else p
+
+    def session_over(self) -> bool:
+        stop = self.cfg.train.stop_after_minutes
+        return stop is not None and self.elapsed - self.start_elapsed >= 60.0 * stop
 
 
 def train(cfg: TrainProxyConfig | None = None) -> dict:
@@ -200,25 +219,36 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     resumed = load_checkpoint(run_dir) if cfg.resume else None
+    # a checkpoint of this run_dir is newer than the milestone it continued from
+    milestone = milestone_position(Path(cfg.continue_from)) if cfg.continue_from and resumed is None else None
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
     tokenizer, data, source, sizes, heldout_ids = _prepare_data(cfg, run_dir)
     heldout = data.heldout_sampler()
-    pool = BatchPool(data, run_dir / "tokenizer", cfg.data, (cfg.corpus, cfg.max_corpus_chars),
+    pool = BatchPool(data, run_dir / "tokenizer", cfg.data, run_dir / "corpus_ids.npy",
                      batch_workers(cfg.data.workers, device.type))
     print(f"[train_proxy] corpus {source}: {sizes}; device {device}; {pool.workers} data workers")
-    model, opt = _model_and_optimizer(cfg, tokenizer, device, init=resumed is None)
-    step, elapsed = (0, 0.0) if resumed is None else restore(resumed[1], model, opt)
+    model, opt = _model_and_optimizer(cfg, tokenizer, device, init=resumed is None)  # continue_from: its weights
+    step, elapsed, warm_from, keep_log = 0, 0.0, 0, False
     if resumed is not None:
+        step, elapsed = restore(resumed[1], model, opt)
+        warm_from, keep_log = int(resumed[1].get("warm_from", 0)), True
         print(f"[train_proxy] resumed from {resumed[0]} at step {step} ({elapsed:.0f} s trained)")
-    log = CsvLog(run_dir / "training_log.csv", keep_until_step=step if resumed is not None else None)
+    elif milestone is not None:
+        step, elapsed = milestone
+        warm_from, keep_log = step, True
+        shutil.copyfile(Path(cfg.continue_from) / "training_log.csv", run_dir / "training_log.csv")
+        print(f"[train_proxy] continuing {cfg.continue_from} at step {step} ({elapsed:.0f} s trained; fresh "
+              f"optimizer, LR re-warmed over {cfg.train.warmup_steps} steps)")
+    log = CsvLog(run_dir / "training_log.csv", keep_until_step=step if keep_log else None)
     amp = getattr(torch, cfg.autocast_dtype) if device.type == "cuda" and cfg.autocast_dtype else None
     run = _Run(cfg=cfg, device=device, amp=amp, tokenizer=tokenizer, data=data, heldout=heldout,
                heldout_ids=heldout_ids, pool=pool,
                model=model, opt=opt, log=log, run_dir=run_dir, out_dir=Path(cfg.out_dir or run_dir / "export"),
-               step=step, elapsed=elapsed, last_saved=step if resumed is not None else -1)
+               step=step, elapsed=elapsed, last_saved=step if resumed is not None else -1, warm_from=warm_from,
+               start_elapsed=elapsed)
     try:
         _loop(run)
     finally:
@@ -226,7 +256,7 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
     final, final_ppl = _final_eval(run)
     if run.last_saved != run.step:
         save_checkpoint(run_dir, unwrap(model), opt, run.step, run.elapsed, cfg.checkpoint.keep,
-                        dataclasses.asdict(cfg))
+                        dataclasses.asdict(cfg), run.warm_from)
     run.log.close()
     export(model, tokenizer, run.out_dir, cfg.export_dtype, cfg.max_shard_size, run_dir / "training_log.csv")
     summary = {
@@ -235,7 +265,9 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
         "eval_acc": run.last_acc,
         "final_scores": {str(n): v for n, v in final.items()},
         "final_heldout_ppl": {str(n): v for n, v in final_ppl.items()},
-        "stopped_by": "time" if run.budget and run.elapsed >= run.budget else "steps",
+        "stopped_by": ("time" if run.budget and run.elapsed >= run.budget else "steps") if run.progress() >= 1.0
+        else "stop_after_minutes",
+        "progress": min(run.progress(), 1.0),
         "train_s": run.elapsed,
         "wall_s": time.time() - t_start,
         "out_dir": str(run.out_dir),
@@ -250,36 +282,54 @@ def train(cfg: TrainProxyConfig | None = None) -> dict:
 
 def _prepare_data(cfg: TrainProxyConfig, run_dir: Path) -> tuple[object, ProxyData, str, str, np.ndarray]:
     """Tokenizer (trained once per run dir, reloaded on resume) and the batch source over the encoded corpus;
-    the corpus's source and its size in characters and tokens; the held-out LM tokens (``data.heldout_corpus``,
-    else the corpus's tail)."""
+    the corpus's source and its size; the held-out LM tokens (``data.heldout_corpus``, else the corpus's tail)."""
     from transformers import PreTrainedTokenizerFast
 
-    text, source = load_corpus_text(cfg.corpus, cfg.max_corpus_chars)
-    tok_dir = run_dir / "tokenizer"
+    tok_dir, text, source = run_dir / "tokenizer", None, None
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
-    elif cfg.tokenizer.path:
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(cfg.tokenizer.path)
+    elif cfg.continue_from or cfg.tokenizer.path:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(cfg.continue_from or cfg.tokenizer.path)
     else:
+        text, source = load_corpus_text(cfg.corpus, cfg.max_corpus_chars)
         tokenizer = train_tokenizer(text, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency,
                                     ProxyModelConfig.max_position_embeddings)
     if not (tok_dir / "tokenizer.json").exists():
         tokenizer.save_pretrained(tok_dir)
-    ids = encode_corpus(tokenizer, text)
+    ids, source, sizes = _corpus_ids(cfg, run_dir, tokenizer, text, source)
     data = ProxyData(tokenizer, lm_split(ids, cfg.data), cfg.data)
     data.sampler.verify(min(1024, cfg.curriculum[0].length))
     if cfg.data.heldout_corpus:
         heldout_ids = encode_corpus(tokenizer, load_corpus_text(cfg.data.heldout_corpus)[0])
     else:
-        heldout_ids = lm_heldout(ids, cfg.data)
-    return tokenizer, data, source, f"{len(text):,} chars -> {len(ids):,} tokens", heldout_ids
+        heldout_ids = np.asarray(lm_heldout(ids, cfg.data))
+    return tokenizer, data, source, sizes, heldout_ids
+
+
+def _corpus_ids(cfg: TrainProxyConfig, run_dir: Path, tokenizer, text: str | None, source: str | None):
+    """The corpus's token ids, memory-mapped from ``<run_dir>/corpus_ids.npy`` (encoded once per run dir, corpus
+    and tokenizer: a resumed command and the batch workers skip the encoding); (ids, source, size text)."""
+    path, key_path = run_dir / "corpus_ids.npy", run_dir / "corpus_ids.json"
+    key = {"corpus": cfg.corpus, "max_corpus_chars": cfg.max_corpus_chars,
+           "tokenizer_sha256": hashlib.sha256((run_dir / "tokenizer" / "tokenizer.json").read_bytes()).hexdigest()}
+    cached = json.loads(key_path.read_text()) if key_path.exists() and path.exists() else {}
+    if {k: cached.get(k) for k in key} != key:
+        if text is None:
+            text, source = load_corpus_text(cfg.corpus, cfg.max_corpus_chars)
+        np.save(path, encode_corpus(tokenizer, text))
+        key_path.write_text(json.dumps({**key, "source": source, "chars": len(text)}))
+        cached = json.loads(key_path.read_text())
+    ids = np.load(path, mmap_mode="r")
+    return ids, cached["source"], f"{cached['chars']:,} chars -> {len(ids):,} tokens"
 
 
 def _model_and_optimizer(cfg: TrainProxyConfig, tokenizer, device, init: bool):
-    """The model (weights from ``init_from`` on a fresh start) on ``device``, and AdamW (decay on matrices only)."""
+    """The model (weights from ``init_from`` or ``continue_from`` on a fresh start) on ``device``, and AdamW (decay
+    on matrices only)."""
     model = build_model(cfg.model, tokenizer)
-    if cfg.init_from and init:
-        init_weights_from(model, Path(cfg.init_from))
+    for name in ("init_from", "continue_from"):
+        if getattr(cfg, name) and init:
+            init_weights_from(model, Path(getattr(cfg, name)), name)
     model = model.to(device)
     print(f"[train_proxy] model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -306,7 +356,7 @@ def _loop(run: _Run) -> None:
         bar = tqdm(total=cfg.train.max_steps, initial=run.step, dynamic_ncols=True, desc="train_proxy")
     tok_count, t_win = 0, time.time()
     run.length = length_at(run.progress(), cfg.curriculum)
-    while run.progress() < 1.0:
+    while run.progress() < 1.0 and not run.session_over():
         t0 = time.time()
         run.length = length_at(run.progress(), cfg.curriculum)
         bsz = max(1, cfg.train.tokens_per_step // run.length)
@@ -334,7 +384,7 @@ def _loop(run: _Run) -> None:
             bar.update(1)
         if cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0:
             save_checkpoint(run.run_dir, unwrap(run.model), run.opt, run.step, run.elapsed, cfg.checkpoint.keep,
-                            dataclasses.asdict(cfg))
+                            dataclasses.asdict(cfg), run.warm_from)
             # the export always holds the newest checkpoint's weights: a run killed later still leaves a model
             export(run.model, run.tokenizer, run.out_dir, cfg.export_dtype, cfg.max_shard_size, run.log.path)
             run.last_saved = run.step
@@ -349,7 +399,7 @@ def _step(run: _Run, fwd, bsz: int):
     has_ret, has_lm = bool(is_ret.any()), bool((~is_ret).any())
     if run.device.type == "cuda":
         x, y, is_ret = (t.pin_memory().to(run.device, non_blocking=True) for t in (x, y, is_ret))
-    lr = lr_at(run.step, run.progress(), cfg.train)
+    lr = lr_at(run.step, run.progress(), cfg.train, run.warm_from)
     for g in run.opt.param_groups:
         g["lr"] = lr
     with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):

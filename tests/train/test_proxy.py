@@ -1,6 +1,7 @@
 """CPU smoke test of pbs.train.proxy: train, checkpoint, resume, export, reload, retrieval eval."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,3 +135,76 @@ def test_lm_only_phase_and_heldout_windows():
     assert len(held) == 50
     for row, start in zip(w, (0, 11, 23)):  # evenly spaced: i * (50 - 16 + 1) // 3
         assert (row[1:] == held[start : start + 15]).all()
+
+
+def _log_rows(folder):
+    import csv
+
+    with open(folder / "training_log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_continue_from_a_milestone_goes_on_with_its_schedule(tmp_path):
+    """A later session: weights, tokenizer, step and trained seconds from the export; curriculum and cosine go on
+    at the milestone's progress, the fresh optimizer's LR re-warms from there, the log continues."""
+    from transformers import AutoModelForCausalLM
+
+    two_stages = [CurriculumStage(length=512, until=0.5), CurriculumStage(length=1024, until=1.0)]
+    quiet = TaskEvalConfig(every=0, n_samples=0, final=False, perplexity_windows=0)
+    cfg = dataclasses.replace(_cfg(tmp_path / "b", max_steps=6, lr=0.0, warmup_steps=4), curriculum=two_stages,
+                              eval=quiet)
+    milestone = tmp_path / "milestone"
+    proxy.train(dataclasses.replace(_cfg(tmp_path / "m", max_steps=6, stop_after_minutes=1e-9), curriculum=two_stages,
+                                    out_dir=str(milestone), eval=quiet))
+    stopped = [r for r in _log_rows(milestone) if r["loss"]]
+    assert [int(r["step"]) for r in stopped] == [1]  # stop_after_minutes ~0: one step, then checkpoint + export
+    src = AutoModelForCausalLM.from_pretrained(milestone)
+
+    second = proxy.train(dataclasses.replace(cfg, continue_from=str(milestone)))
+    assert second["step"] == 6 and second["stopped_by"] == "steps"
+    rows = [r for r in _log_rows(Path(second["out_dir"])) if r["loss"]]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # the milestone's row, then steps 2-6
+    assert [int(r["length"]) for r in rows] == [512, 512, 512, 1024, 1024, 1024]  # progress 1/6 .. 5/6 at step start
+    got = AutoModelForCausalLM.from_pretrained(second["out_dir"])
+    for (name, a), (_, b) in zip(src.state_dict().items(), got.state_dict().items()):
+        assert torch.equal(a, b), name  # lr 0: exactly the milestone's weights went on
+    tcfg = OptimizationConfig(lr=1.0, warmup_steps=4, max_steps=6)
+    assert proxy.lr_at(1, 1 / 6, tcfg, warm_from=1) == 0.25  # re-warm: the first step after the milestone
+    assert proxy.lr_at(4, 4 / 6, tcfg, warm_from=1) == 1.0 and proxy.lr_at(5, 0.5, tcfg, warm_from=1) == 0.55
+
+    with pytest.raises(ValueError, match="continue_from="):
+        proxy.train(dataclasses.replace(cfg, continue_from=str(tmp_path / "a" / "run"), run_dir=str(tmp_path / "c")))
+    with pytest.raises(ValueError, match="at most one of init_from"):
+        dataclasses.replace(cfg, continue_from=str(milestone), init_from=str(milestone))
+
+
+def test_stop_after_minutes_then_resume(tmp_path):
+    quiet = TaskEvalConfig(every=0, n_samples=0, final=False, perplexity_windows=0)
+    s1 = proxy.train(dataclasses.replace(_cfg(tmp_path, max_steps=4, stop_after_minutes=1e-9), eval=quiet))
+    assert s1["step"] == 1 and s1["stopped_by"] == "stop_after_minutes" and s1["progress"] == 0.25
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000001"
+    s2 = proxy.train(dataclasses.replace(_cfg(tmp_path, max_steps=4), eval=quiet, resume=True))
+    assert s2["step"] == 4 and s2["stopped_by"] == "steps"
+
+
+def test_batch_workers_build_the_same_batches_from_the_memory_mapped_corpus(tmp_path):
+    """A spawned worker maps <run_dir>/corpus_ids.npy and builds exactly the batch this process would."""
+    import numpy as np
+
+    from pbs.train.config import DataConfig
+    from pbs.train.data import BatchPool, ProxyData, lm_split, train_tokenizer
+
+    tok = train_tokenizer("In the beginning was the word, and the word was with the number 42.\n" * 400, 300)
+    tok.save_pretrained(tmp_path / "tokenizer")
+    ids = (np.arange(5000, dtype=np.int32) * 7) % 250 + 6
+    np.save(tmp_path / "corpus_ids.npy", ids)
+    dcfg = DataConfig(lm_fraction=0.5, task_weights={"niah_single_1": 1.0})
+    data = ProxyData(tok, lm_split(ids, dcfg), dcfg)
+    pool = BatchPool(data, tmp_path / "tokenizer", dcfg, tmp_path / "corpus_ids.npy", workers=1)
+    try:
+        got = pool.get(3, 4, 512, 0)
+    finally:
+        pool.close()
+    for a, b in zip(got, data.batch(4, 512, [0, 3])):
+        assert np.array_equal(a, b)
+    assert 0 < got[2].sum() < 4  # both kinds of rows
