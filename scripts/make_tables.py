@@ -9,9 +9,10 @@
   LongBench's category means and "Avg" (their mean, as Table 1), every task's score, with the run ids.
 
 Only committed files are read (in a git checkout): runs of your own in results/ do not leak into the tables.
-- results/proxy/{scores.csv, table.md, curves.csv, accuracy_vs_density.png} and results/tables/proxy-ruler.md:
-  every method on the proxy model over the RULER-style suite, from the runs in results/proxy/eval
-  (scripts/proxy_report.py).
+- results/proxy/{scores.csv, table.md, density_table.md, curves.csv, accuracy_vs_density.png} and
+  results/tables/proxy-ruler.md, proxy-density.md: every method on the proxy model over the RULER-style suite, from
+  the runs in results/proxy/eval (scripts/proxy_report.py); the same under results/proxy/v2/ and proxy-v2-*.md for
+  the Step 11 proxy once its runs are there.
 - results/tables/table7-<gpu>.{md,png}: the paper's Table 7 layout (dense attention, permutation, selection, sparse
   attention, total, overhead, speedup per length) from results/kernels/<gpu>.csv, beside the paper's (stacked bars).
 - results/kernels/step9/throughput.png: Step 9's kernel throughput figure (scripts/plot_kernel_throughput.py).
@@ -203,14 +204,17 @@ def main(argv=None) -> list[Path]:
             source = evals.relative_to(ROOT) if evals.is_relative_to(ROOT) else evals
             path.write_text(eval_table(rows, str(source)))
             written.append(path)
-    runs = args.results / "proxy" / "eval"
-    if (runs / "runs").exists():
+    for name, folder in (("proxy", args.results / "proxy"), ("proxy-v2", args.results / "proxy" / "v2")):
+        runs = folder / "eval"  # the Step 4 proxy's evaluation, and the Step 11 proxy's once it has run
+        if not (runs / "runs").exists():
+            continue
         from proxy_report import main as proxy_report  # scripts/ is on sys.path when run as a script
 
-        proxy_report(["--runs", str(runs), "--out", str(args.results / "proxy")], run_ids=_committed_runs(runs))
-        path = tables / "proxy-ruler.md"
-        path.write_text((args.results / "proxy" / "table.md").read_text())
-        written.append(path)
+        proxy_report(["--runs", str(runs), "--out", str(folder)], run_ids=_committed_runs(runs))
+        for report, table in (("table.md", f"{name}-ruler.md"), ("density_table.md", f"{name}-density.md")):
+            if (folder / report).exists():
+                (tables / table).write_text((folder / report).read_text())
+                written.append(tables / table)
     for path in written:
         print(f"wrote {path}")
     return written

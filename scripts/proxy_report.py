@@ -8,7 +8,11 @@ score, density over layers and heads) and writes:
 - ``<out>/scores.csv``: one row per (method setting, length, task): samples, score (0-100), mean density;
 - ``<out>/table.md``: the paper-settings table: score per task and mean, density, per length;
 - ``<out>/curves.csv`` + ``<out>/accuracy_vs_density.png``: mean score (± standard error over samples) vs density
-  at the sweep length, one curve per method family (threshold / gamma / budget sweeps plus the paper-setting point).
+  at the sweep length, one curve per method family (threshold / gamma / budget sweeps plus the paper-setting point);
+  ``<out>/ablations.png``: PBS's curve beside the ablations' (one PBS setting changed: permute key+query, segment
+  size, block size, one permutation per KV head), when such runs exist;
+- ``<out>/density_table.md``: the paper's Table 5 layout: PBS's density at τ 0.9 with and without the key
+  permutation per length (absolute and relative reduction), the oracle's at the same τ, the scores beside them.
 """
 
 from __future__ import annotations
@@ -30,10 +34,21 @@ TASK_ORDER = ["niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey"
               "niah_multiquery", "vt", "kv_retrieval"]
 
 
+# PBS's settings that the ablations change (the paper's values); permute "key+query" is an ablation too
+PBS_DEFAULTS = {"block_size": 128, "segment_size": 256, "share_permutation": "q_head"}
+_ABLATION_LABELS = {"block_size": "B={}", "segment_size": "S={}", "share_permutation": "one perm. per {}"}
+
+
 def family(method: str, kw: dict) -> str:
     if method == "pbs":
-        return f"pbs ({kw.get('permute', 'key')} perm.)"
+        changed = [_ABLATION_LABELS[k].format(kw[k]) for k, v in PBS_DEFAULTS.items() if kw.get(k, v) != v]
+        return f"pbs ({', '.join([kw.get('permute', 'key') + ' perm.', *changed])})"
     return method
+
+
+def is_ablation(method: str, kw: dict) -> bool:
+    return method == "pbs" and (kw.get("permute") == "key+query"
+                                or any(kw.get(k, v) != v for k, v in PBS_DEFAULTS.items()))
 
 
 def setting(method: str, kw: dict) -> str:
@@ -50,7 +65,7 @@ def is_paper(method: str, kw: dict) -> bool:
         return True
     if method not in PAPER:
         raise ValueError(f"method={method!r} has no paper setting in PAPER")
-    return all(kw.get(k) == v for k, v in PAPER[method].items())
+    return not is_ablation(method, kw) and all(kw.get(k) == v for k, v in PAPER[method].items())
 
 
 def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
@@ -74,8 +89,10 @@ def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
         for (length, task), gs in sorted(acc.items()):
             dens = [g["density"] for g in gs if g.get("density") is not None]
             out.append({
-                "run_id": d.name, "method": method, "family": family(method, kw), "setting": setting(method, kw),
-                "paper_setting": is_paper(method, kw), "samples_per_task": int(cfg["task"]["samples"]),
+                "run_id": d.name, "model": cfg.get("model", {}).get("name", ""), "method": method,
+                "family": family(method, kw), "setting": setting(method, kw),
+                "paper_setting": is_paper(method, kw), "ablation": is_ablation(method, kw),
+                "samples_per_task": int(cfg["task"]["samples"]),
                 "length": length, "task": task, "n": len(gs),
                 "score": round(100 * sum(float(g["score"]) for g in gs) / len(gs), 2),
                 "density": round(sum(dens) / len(dens), 4) if dens else 1.0,
@@ -113,17 +130,47 @@ def table_md(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
+def density_table_md(rows: list[dict], title: str) -> str:
+    """Table 5's layout at τ 0.9 per length: PBS's density without / with the key permutation, the absolute and
+    relative reduction, the oracle's; mean scores beside them (the table runs' paper settings)."""
+    paper = [r for r in rows if r["paper_setting"]]
+    if not paper:
+        return ""
+    per_task = max(r["samples_per_task"] for r in paper)
+    pick = {"none": "pbs (none perm.)", "key": "pbs (key perm.)", "oracle": "oracle"}
+    lines = [title, "", "| N | density without perm. (score) | with key perm. (score) | abs. Δ | rel. reduction | "
+             "oracle density (score) |", "|---|---|---|---|---|---|"]
+    for length in sorted({r["length"] for r in paper}):
+        got = {}
+        for name, fam in pick.items():
+            rs = [r for r in paper if r["family"] == fam and r["length"] == length
+                  and r["samples_per_task"] == per_task]
+            if rs:
+                got[name] = (_mean(r["density"] for r in rs), _mean(r["score"] for r in rs))
+        if "none" not in got or "key" not in got:
+            continue
+        (dn, sn), (dk, sk) = got["none"], got["key"]
+        oracle = f"{got['oracle'][0]:.3f} ({got['oracle'][1]:.1f})" if "oracle" in got else "—"
+        lines.append(f"| {length:,} | {dn:.3f} ({sn:.1f}) | {dk:.3f} ({sk:.1f}) | {100 * (dn - dk):+.1f} pt | "
+                     f"{100 * (dn - dk) / dn:+.1f}% | {oracle} |")
+    lines += ["", f"Density: computed / causal blocks at τ 0.9 (B 128, S 256), mean over layers, heads and samples "
+                  f"({per_task} per task); a positive Δ means the permutation selects fewer blocks. Score: the mean "
+                  "RULER score (0-100) over the tasks. The paper (Llama-3.1-8B, Table 5): 7.0 / 5.5 / 5.5 / 4.1 / 3.7 "
+                  "pt at 8K-128K.", ""]
+    return "\n".join(lines)
+
+
 def curves(rows: list[dict], length: int) -> list[dict]:
     pts: dict[tuple, list] = defaultdict(list)
     for r in rows:
         if r["length"] == length:
-            pts[(r["family"], r["setting"], r["paper_setting"], r["samples_per_task"])].append(r)
+            pts[(r["family"], r["setting"], r["paper_setting"], r["ablation"], r["samples_per_task"])].append(r)
     out = []
-    for (fam, sett, paper, per_task), rs in sorted(pts.items()):
+    for (fam, sett, paper, ablation, per_task), rs in sorted(pts.items()):
         xs = [x for r in rs for x in r["_sample_scores"]]  # equal samples per task: the mean over tasks
         var = sum((x - _mean(xs)) ** 2 for x in xs) / max(len(xs) - 1, 1)
-        out.append({"family": fam, "setting": sett, "paper_setting": paper, "samples_per_task": per_task,
-                    "length": length,
+        out.append({"family": fam, "setting": sett, "paper_setting": paper, "ablation": ablation,
+                    "samples_per_task": per_task, "length": length,
                     "tasks": len(rs), "n": len(xs), "score": round(_mean(xs), 2),
                     "score_se": round((var / len(xs)) ** 0.5, 2), "density": round(_mean(r["density"] for r in rs), 4)})
     return out
@@ -180,10 +227,18 @@ def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "scores.csv", [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
     (out / "table.md").write_text(table_md(rows, "## Proxy model: RULER score per task at the paper's settings") + "\n")
+    model = ", ".join(sorted({r["model"] for r in rows}))
+    density = density_table_md(rows, f"## {model}: PBS density with and without permutation (Table 5's layout)")
+    if density:
+        (out / "density_table.md").write_text(density)
     pts = curves(rows, a.sweep_length)
     if pts:
         write_csv(out / "curves.csv", pts)
-        plot(pts, out / "accuracy_vs_density.png", f"pbs-proxy-llama, RULER suite at {a.sweep_length:,} tokens")
+        plot([p for p in pts if not p["ablation"]], out / "accuracy_vs_density.png",
+             f"{model}, RULER suite at {a.sweep_length:,} tokens")
+        ablations = [p for p in pts if p["ablation"] or p["family"] == "pbs (key perm.)"]
+        if any(p["ablation"] for p in ablations):
+            plot(ablations, out / "ablations.png", f"{model}: PBS ablations at {a.sweep_length:,} tokens")
     print(f"wrote {out / 'scores.csv'}, {out / 'table.md'}" + (f", {out / 'curves.csv'}, plot" if pts else ""))
 
 

@@ -4,13 +4,16 @@ Two parts, each job one ``python -m experiments.eval`` run (results under ``--re
 
 - table: every method at the paper's settings (PBS with key, none and query permutation), lengths 4K-32K;
 - sweeps: thresholds (PBS x 3 permutations, MeanPooling, XAttention, oracle), FlexPrefill's gamma and
-  MInference's vertical/slash budgets, at ``--sweep-length``.
+  MInference's vertical/slash budgets, at ``--sweep-length``;
+- ablations (the paper's §4.3, Fig. 6): PBS's threshold sweep with one setting changed (permute key+query, segment
+  size 512 / 1024 / 2048, block size 64 / 256, one permutation per KV head), at ``--sweep-length``.
 
 Jobs run in parallel, ``--procs`` per GPU, longest first; a job still running at ``--deadline`` seconds is killed
 (finished jobs are kept; rerunning skips them). Processes share a GPU, so prefill times in these results are not
 speed figures (those come from ``experiments.bench_kernels``).
 
     python scripts/run_proxy_eval.py --gpus 2 --procs 6 --results results/proxy/eval
+    python scripts/run_proxy_eval.py --model models/pbs-proxy-llama-v2 --results results/proxy/v2/eval --parts table
     python scripts/run_proxy_eval.py --list          # print the jobs
 """
 
@@ -43,19 +46,34 @@ SWEEPS = (
     + [["method=minference", f"method.vertical_size={v}", f"method.slash_size={s}"]
        for v, s in ((100, 500), (300, 1000), (500, 2000), (1000, 4000))]
 )
+# one PBS setting changed from the paper's (B 128, S 256, key permutation per query head), swept like the table's
+ABLATION_SETTINGS = [["method.permute=key+query"], ["method.segment_size=512"], ["method.segment_size=1024"],
+                     ["method.segment_size=2048"], ["method.block_size=64"], ["method.block_size=256"],
+                     ["method.share_permutation=kv_head"]]
+ABLATIONS = [["method=pbs", *a, f"method.threshold={t}"] for a in ABLATION_SETTINGS for t in (*THRESHOLDS, 0.9)]
+PARTS = ("table", "sweeps", "ablations")
 
 
-def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int) -> list[tuple[float, list[str]]]:
-    """(relative cost, hydra overrides) per job, most expensive first."""
+def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int,
+         parts: tuple[str, ...] = PARTS, model: str | None = None) -> list[tuple[float, list[str]]]:
+    """(relative cost, hydra overrides) per job of ``parts``, most expensive first (``model``: a model folder
+    instead of the committed proxy)."""
+    bad = sorted(set(parts) - set(PARTS))
+    if bad:
+        raise ValueError(f"parts must be drawn from {list(PARTS)}, got parts={list(parts)!r}")
     lengths = [int(n) for n in table_lengths.split(",")]
     out = []
-    for m in TABLE_METHODS:
-        out.append((samples * sum(n / 4096 for n in lengths),
-                    m + [f"task.lengths=[{table_lengths}]", f"task.samples={samples}"]))
-    for m in SWEEPS:
-        out.append((sweep_samples * sweep_length / 4096,
-                    m + [f"task.lengths=[{sweep_length}]", f"task.samples={sweep_samples}"]))
-    return sorted(((c, ["model=proxy", "task=ruler"] + o) for c, o in out), key=lambda t: -t[0])
+    if "table" in parts:
+        for m in TABLE_METHODS:
+            out.append((samples * sum(n / 4096 for n in lengths),
+                        m + [f"task.lengths=[{table_lengths}]", f"task.samples={samples}"]))
+    for part, settings in (("sweeps", SWEEPS), ("ablations", ABLATIONS)):
+        if part in parts:
+            for m in settings:
+                out.append((sweep_samples * sweep_length / 4096,
+                            m + [f"task.lengths=[{sweep_length}]", f"task.samples={sweep_samples}"]))
+    base = ["model=proxy", "task=ruler"] + ([f"model.path={model}", f"model.name={Path(model).name}"] if model else [])
+    return sorted(((c, base + o) for c, o in out), key=lambda t: -t[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,15 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results/proxy/eval")
     p.add_argument("--table-lengths", default="4096,8192,16384,32768")
     p.add_argument("--sweep-length", type=int, default=16384)
-    p.add_argument("--samples", type=int, default=10, help="per task and length, table jobs")
-    p.add_argument("--sweep-samples", type=int, default=5, help="per task, sweep jobs")
+    p.add_argument("--samples", type=int, default=25, help="per task and length, table jobs (25: a standard error "
+                                                            "of <= 2 points on the suite mean)")
+    p.add_argument("--sweep-samples", type=int, default=25, help="per task, sweep and ablation jobs")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma separated, of {list(PARTS)}")
+    p.add_argument("--model", default=None, help="a model folder (default: the committed proxy, model=proxy)")
     p.add_argument("--deadline", type=float, default=None, help="seconds; jobs still running then are killed")
     p.add_argument("--only", default=None, help="run only jobs whose overrides contain this text")
     p.add_argument("--list", action="store_true")
     p.add_argument("extra", nargs="*", help="more hydra overrides for every job")
     a = p.parse_args(argv)
 
-    todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples)
+    todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples,
+                tuple(x for x in a.parts.split(",") if x), a.model)
     if a.only:
         todo = [j for j in todo if any(a.only in o for o in j[1])]
     if a.list:

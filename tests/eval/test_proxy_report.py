@@ -1,0 +1,78 @@
+"""scripts/run_proxy_eval.py's jobs (table, sweeps, the paper's ablations; another model folder) and
+scripts/proxy_report.py over hand-made runs: families, paper settings, Table 5's density layout, the plots."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_jobs_by_part_and_model():
+    ev = _load("run_proxy_eval")
+    all_jobs = ev.jobs("4096,8192", 16384, 25, 25)
+    assert len(all_jobs) == len(ev.TABLE_METHODS) + len(ev.SWEEPS) + 7 * 5  # 7 ablation settings x 5 thresholds
+    ablations = [o for _, o in ev.jobs("4096", 16384, 25, 25, parts=("ablations",), model="models/v2")]
+    assert len(ablations) == 35 and all(o[:4] == ["model=proxy", "task=ruler", "model.path=models/v2",
+                                                  "model.name=v2"] for o in ablations)
+    assert ["method=pbs", "method.segment_size=2048", "method.threshold=0.9", "task.lengths=[16384]",
+            "task.samples=25"] in [o[4:] for o in ablations]
+    table = [o for _, o in ev.jobs("4096,8192", 16384, 25, 5, parts=("table",))]
+    assert len(table) == len(ev.TABLE_METHODS) and all("task.lengths=[4096,8192]" in o for o in table)
+    with pytest.raises(ValueError, match="parts"):
+        ev.jobs("4096", 16384, 1, 1, parts=("tabel",))
+
+
+def _run(runs, name, method, kw, lengths, gens):
+    d = runs / "runs" / name
+    d.mkdir(parents=True)
+    cfg = {"method_name": method, "method": kw, "model": {"name": "toy-proxy"},
+           "task": {"lengths": lengths, "samples": 2}}
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "status.json").write_text(json.dumps({"status": "ok"}))
+    (d / "generations.jsonl").write_text("\n".join(json.dumps(g) for g in gens))
+
+
+def _gens(length, density, scores):
+    return [{"task": f"pbs_ruler_{t}", "length": length + 1, "score": s, "density": density}
+            for t in ("niah_single_1", "vt") for s in scores]
+
+
+def test_report_families_density_table_and_ablation_plot(tmp_path):
+    rep = _load("proxy_report")
+    pbs = {"block_size": 128, "segment_size": 256, "share_permutation": "q_head", "threshold": 0.9}
+    runs = tmp_path / "eval"
+    _run(runs, "a", "pbs", {**pbs, "permute": "key"}, [4096, 8192], _gens(4096, 0.40, [1, 0]) + _gens(8192, 0.30, [1, 1]))
+    _run(runs, "b", "pbs", {**pbs, "permute": "none"}, [4096, 8192], _gens(4096, 0.50, [1, 0]) + _gens(8192, 0.40, [0, 0]))
+    _run(runs, "c", "oracle", {"threshold": 0.9}, [4096, 8192], _gens(4096, 0.20, [1, 1]) + _gens(8192, 0.10, [1, 1]))
+    for name, t, d in (("d", 0.9, 0.35), ("e", 0.7, 0.25)):  # the ablation S=512 at the sweep length
+        _run(runs, name, "pbs", {**pbs, "permute": "key", "segment_size": 512, "threshold": t}, [8192],
+             _gens(8192, d, [1, 0]))
+    _run(runs, "f", "pbs", {**pbs, "permute": "key", "threshold": 0.7}, [8192], _gens(8192, 0.2, [0, 0]))
+
+    assert rep.family("pbs", {**pbs, "permute": "key+query"}) == "pbs (key+query perm.)"
+    assert rep.family("pbs", {**pbs, "permute": "key", "block_size": 64, "share_permutation": "kv_head"}) == \
+        "pbs (key perm., B=64, one perm. per kv_head)"
+    assert not rep.is_paper("pbs", {**pbs, "permute": "key", "segment_size": 512})
+    assert rep.is_paper("pbs", {**pbs, "permute": "none"})
+
+    out = tmp_path / "out"
+    rep.main(["--runs", str(runs), "--out", str(out), "--sweep-length", "8192"])
+    table = (out / "density_table.md").read_text()
+    assert "## toy-proxy" in table
+    # 4K: without 0.500 (score 50), with key 0.400 (50): -10 pt absolute, 20% relative; the oracle 0.200 (100)
+    assert "| 4,096 | 0.500 (50.0) | 0.400 (50.0) | +10.0 pt | +20.0% | 0.200 (100.0) |" in table
+    assert "| 8,192 | 0.400 (0.0) | 0.300 (100.0) | +10.0 pt | +25.0% | 0.100 (100.0) |" in table
+    curves = (out / "curves.csv").read_text().splitlines()
+    ablation_rows = [r for r in curves[1:] if "S=512" in r]
+    assert len(ablation_rows) == 2 and all(",True," in r for r in ablation_rows)
+    assert (out / "ablations.png").stat().st_size > 0 and (out / "accuracy_vs_density.png").stat().st_size > 0
