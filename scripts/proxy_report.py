@@ -78,6 +78,7 @@ def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
         gens = d / "generations.jsonl"
         if not status.exists() or json.loads(status.read_text())["status"] != "ok" or not gens.exists():
             continue
+        prov = json.loads(status.read_text()).get("provenance") or {}
         cfg = json.loads((d / "config.json").read_text())
         method, kw = cfg["method_name"], cfg.get("method", {})
         lengths = [int(n) for n in cfg["task"]["lengths"]]
@@ -97,6 +98,7 @@ def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
                 "score": round(100 * sum(float(g["score"]) for g in gs) / len(gs), 2),
                 "density": round(sum(dens) / len(dens), 4) if dens else 1.0,
                 "_sample_scores": [100 * float(g["score"]) for g in gs],
+                "_provenance": prov,
             })
     return out
 
@@ -177,7 +179,23 @@ def curves(rows: list[dict], length: int) -> list[dict]:
     return out
 
 
-def plot(points: list[dict], path: Path, title: str) -> None:
+def provenance_footer(rows: list[dict]) -> str:
+    """The runs' GPUs, versions, dates and commits, and the command that ran them (one line for the figure)."""
+    provs = [r["_provenance"] for r in rows if r["_provenance"]]
+    if not provs:
+        return "provenance: not recorded in the runs' status.json"
+
+    def values(key, short=False):
+        return ", ".join(sorted({str(p.get(key, "?"))[:7] if short else str(p.get(key, "?")) for p in provs}))
+
+    dates = sorted(p.get("date_utc", "?")[:10] for p in provs)
+    return (f"{values('gpu')}; torch {values('torch')}, triton {values('triton')}, transformers "
+            f"{values('transformers')}; {dates[0]} to {dates[-1]}; commit {values('git_commit', short=True)}; "
+            f"python scripts/run_proxy_eval.py (one python -m experiments.eval run per point; commands in each "
+            f"run's status.json)")
+
+
+def plot(points: list[dict], path: Path, title: str, footer: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +221,9 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.plot([], [], "s", color="k", mfc="none", label="paper's setting")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 if footer else 0, 1, 1))
+    if footer:
+        fig.text(0.005, 0.005, footer, fontsize=6, ha="left", va="bottom", wrap=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -235,11 +255,12 @@ def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None
     pts = curves(rows, a.sweep_length)
     if pts:
         write_csv(out / "curves.csv", pts)
+        footer = provenance_footer([r for r in rows if r["length"] == a.sweep_length])
         plot([p for p in pts if not p["ablation"]], out / "accuracy_vs_density.png",
-             f"{model}, RULER suite at {a.sweep_length:,} tokens")
+             f"{model}, RULER suite at {a.sweep_length:,} tokens", footer)
         ablations = [p for p in pts if p["ablation"] or p["family"] == "pbs (key perm.)"]
         if any(p["ablation"] for p in ablations):
-            plot(ablations, out / "ablations.png", f"{model}: PBS ablations at {a.sweep_length:,} tokens")
+            plot(ablations, out / "ablations.png", f"{model}: PBS ablations at {a.sweep_length:,} tokens", footer)
     print(f"wrote {out / 'scores.csv'}, {out / 'table.md'}" + (f", {out / 'curves.csv'}, plot" if pts else ""))
 
 

@@ -86,6 +86,21 @@ def _provenance(rows) -> list[str]:
     return out + _table(["command", "commit", "GPU", "versions", "date (UTC)", "runs"], body) + [""]
 
 
+def provenance_footer(rows) -> str:
+    """The figure's provenance: per GPU, versions and commit, the dates and the commands that measured the rows."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["gpu"], r["torch"], r["triton"], r["transformers"], r["cuda"],
+                           _short_commit(r["git_commit"])), []).append(r)
+    parts = []
+    for (gpu, t, tr, tf, cu, commit), rs in groups.items():
+        dates = sorted({r["date_utc"][:10] for r in rs})
+        commands = " | ".join(dict.fromkeys(r["command"] for r in rs))
+        when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        parts.append(f"{gpu}, torch {t}, triton {tr}, transformers {tf}, CUDA {cu}; {when}; commit {commit}; {commands}")
+    return " // ".join(parts)
+
+
 def _protocol() -> list[str]:
     return ["## Protocol", "",
             ("- TTFT = one forward over the prompt, batch 1, `model(ids, logits_to_keep=1, use_cache=True)` (the "
@@ -295,7 +310,8 @@ def speed_plots(rows: list[dict], prefix: Path) -> list[Path]:
             regime = mrows[0]["regime"] if mrows else ""
             ax.set_title(f"{model} ({regime})", fontsize=9)
             ax.legend(fontsize=6)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        fig.text(0.005, 0.005, provenance_footer(rows), fontsize=6, ha="left", va="bottom", wrap=True)
         path = Path(f"{prefix}-{kind}.png")
         fig.savefig(path, dpi=120)
         plt.close(fig)

@@ -238,6 +238,10 @@ def test_report_and_plots_from_a_fixture_csv(tmp_path):
     assert "- **met**: PBS" in md or "- **missed**: PBS" in md
     assert "OOM OutOfMemoryError" in md and "abcdef1 (from PBS_GIT_COMMIT)" in md
     assert "| llama3.1-8b-instruct | 32K | pbs | 1189.3 | 1100 | 0.925 |" in md  # generate vs forward
+    from benchmarks.speed.report import provenance_footer  # the plots' footer
+
+    assert provenance_footer(back) == ("NVIDIA H200, torch 2.11, triton 3.6, transformers 5.17, CUDA 13.0; 2026-12-03; "
+                                       "commit abcdef1 (from PBS_GIT_COMMIT); python -m experiments.speed merge=true")
 
 
 def test_targets_missed_gives_the_breakdown():

@@ -76,3 +76,14 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
     ablation_rows = [r for r in curves[1:] if "S=512" in r]
     assert len(ablation_rows) == 2 and all(",True," in r for r in ablation_rows)
     assert (out / "ablations.png").stat().st_size > 0 and (out / "accuracy_vs_density.png").stat().st_size > 0
+
+
+def test_provenance_footer_names_gpu_versions_dates_commit():
+    rep = _load("proxy_report")
+    prov = {"gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "triton": "3.6.0", "transformers": "5.17.0",
+            "date_utc": "2026-11-26T08:01:01Z", "git_commit": "0847447461"}
+    rows = [{"_provenance": prov}, {"_provenance": {**prov, "date_utc": "2026-11-27T01:00:00Z"}}]
+    footer = rep.provenance_footer(rows)
+    assert footer.startswith("NVIDIA H100 80GB HBM3; torch 2.11.0, triton 3.6.0, transformers 5.17.0; "
+                             "2026-11-26 to 2026-11-27; commit 0847447; python scripts/run_proxy_eval.py")
+    assert rep.provenance_footer([{"_provenance": {}}]).startswith("provenance: not recorded")
