@@ -76,9 +76,10 @@ def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
             continue
         status = d / "status.json"
         gens = d / "generations.jsonl"
-        if not status.exists() or json.loads(status.read_text())["status"] != "ok" or not gens.exists():
+        state = json.loads(status.read_text()) if status.exists() else {}
+        if state.get("status") != "ok" or not gens.exists():
             continue
-        prov = json.loads(status.read_text()).get("provenance") or {}
+        prov = state.get("provenance") or {}
         cfg = json.loads((d / "config.json").read_text())
         method, kw = cfg["method_name"], cfg.get("method", {})
         lengths = [int(n) for n in cfg["task"]["lengths"]]

@@ -317,8 +317,8 @@ def _corpus_ids(cfg: TrainProxyConfig, run_dir: Path, tokenizer, text: str | Non
         if text is None:
             text, source = load_corpus_text(cfg.corpus, cfg.max_corpus_chars)
         np.save(path, encode_corpus(tokenizer, text))
-        key_path.write_text(json.dumps({**key, "source": source, "chars": len(text)}))
-        cached = json.loads(key_path.read_text())
+        cached = {**key, "source": source, "chars": len(text)}
+        key_path.write_text(json.dumps(cached))
     ids = np.load(path, mmap_mode="r")
     return ids, cached["source"], f"{cached['chars']:,} chars -> {len(ids):,} tokens"
 
