@@ -3,7 +3,7 @@
 python scripts/pick_proxy.py OUT_DIR RUN_DIR [RUN_DIR ...]: reads each RUN_DIR/summary.json (written by
 pbs.train.proxy.train), prints every run's mean final score, and copies the best run's export (config, weights,
 index, training log, summary) flat into OUT_DIR (the device returns at most 8 files, no tokenizer needed: it is
-models/pbs-proxy-llama's).
+the Step 4 proxy's, whose runs this script picked from).
 """
 
 from __future__ import annotations

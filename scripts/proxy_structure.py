@@ -8,7 +8,7 @@ Captures every layer's post-RoPE q and k during one forward over a RULER needle-
 ``structure-<N>.png`` (shares per head), ``density-<N>.png`` (layer × head heatmaps) and ``fig3-<N>.png``, and
 ``README.md`` (inputs, provenance, the published Llama-class facts beside the proxy's numbers).
 
-    python scripts/proxy_structure.py --lengths 4096,8192                      # CPU, the committed proxy
+    python scripts/proxy_structure.py --lengths 4096,8192 --out results/proxy/v2/structure    # CPU, the committed proxy
     python scripts/proxy_structure.py --device cuda --lengths 16384,32768 --out /tmp/s
 """
 
@@ -215,9 +215,9 @@ def write_readme(out: Path, results: dict[int, list[dict]], args, cfg: Structure
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/pbs-proxy-llama")
+    parser.add_argument("--model", default="models/pbs-proxy-llama-v2")
     parser.add_argument("--lengths", default="4096")
-    parser.add_argument("--out", default="results/proxy/structure")
+    parser.add_argument("--out", default="results/proxy/v2/structure")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.9)

@@ -12,8 +12,8 @@ Jobs run in parallel, ``--procs`` per GPU, longest first; a job still running at
 (finished jobs are kept; rerunning skips them). Processes share a GPU, so prefill times in these results are not
 speed figures (those come from ``experiments.bench_kernels``).
 
-    python scripts/run_proxy_eval.py --gpus 2 --procs 6 --results results/proxy/eval
-    python scripts/run_proxy_eval.py --model models/pbs-proxy-llama-v2 --results results/proxy/v2/eval --parts table
+    python scripts/run_proxy_eval.py --gpus 1 --procs 6 --parts table          # the committed proxy (model=proxy)
+    python scripts/run_proxy_eval.py --model /path/to/model --results /tmp/eval --parts table,sweeps
     python scripts/run_proxy_eval.py --list          # print the jobs
 """
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
     p.add_argument("--procs", type=int, default=4, help="parallel jobs per GPU (CPU: in total)")
-    p.add_argument("--results", default="results/proxy/eval")
+    p.add_argument("--results", default="results/proxy/v2/eval")
     p.add_argument("--table-lengths", default="4096,8192,16384,32768")
     p.add_argument("--sweep-length", type=int, default=16384)
     p.add_argument("--samples", type=int, default=25, help="per task and length, table jobs (25: a standard error "

@@ -32,7 +32,7 @@ SDPA_VARIANTS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION
 REGIMES = ("fixed", "adaptive")
 PROMPTS = ("random", "ruler")
 PROTOCOLS = ("forward", "generate")
-LLAMA, QWEN3, QWEN25, PROXY = "llama3.1-8b-instruct", "qwen3-8b", "qwen2.5-7b-instruct-1m", "pbs-proxy-llama"
+LLAMA, QWEN3, QWEN25, PROXY = "llama3.1-8b-instruct", "qwen3-8b", "qwen2.5-7b-instruct-1m", "pbs-proxy-llama-v2"
 LENGTHS = [8192, 16384, 32768, 65536, 131072]
 
 
@@ -81,7 +81,7 @@ def _default_models() -> dict[str, SpeedModel]:
         LLAMA: SpeedModel(config=f"models/configs/{LLAMA}.json"),
         QWEN3: SpeedModel(config=f"models/configs/{QWEN3}.json", config_overrides=yarn),
         QWEN25: SpeedModel(config=f"models/configs/{QWEN25}.json"),
-        PROXY: SpeedModel(path="models/pbs-proxy-llama", regime="adaptive", lengths=[8192, 16384, 32768],
+        PROXY: SpeedModel(path="models/pbs-proxy-llama-v2", regime="adaptive", lengths=[8192, 16384, 32768],
                           prompt="ruler"),
     }
 

@@ -146,12 +146,13 @@ def _fmt(x, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """Plain text; ``settings`` are the method's non-default kwargs. A failed run shows its one-line reason."""
-    lines = [(f"{'model':<16} {'method':<11} {'settings':<36} {'task':<12} {'length':>6} {'n':>5} {'score':>7} "
+    w = min(28, max([16] + [len(r["model"]) for r in rows]))  # model names up to 28 characters are never cut
+    lines = [(f"{'model':<{w}} {'method':<11} {'settings':<36} {'task':<12} {'length':>6} {'n':>5} {'score':>7} "
              f"{'density':>8} {'prefill_ms':>10}  status")]
     for r in rows:
         cpu = "*" if r["device"].startswith("cpu") and r["prefill_ms"] is not None else " "
         error = f"  {r['error'][:100]}" if r["status"] not in ("ok", "running") and r["error"] else ""
-        lines.append(f"{r['model'][:16]:<16} {r['method']:<11} {r['settings'][:36]:<36} {r['task'][:12]:<12} "
+        lines.append(f"{r['model'][:w]:<{w}} {r['method']:<11} {r['settings'][:36]:<36} {r['task'][:12]:<12} "
                      f"{r['length']!s:>6} {_fmt(r['n'], 'd'):>5} {_fmt(r['score'], '.2f'):>7} "
                      f"{_fmt(r['density'], '.3f'):>8} {_fmt(r['prefill_ms'], '.1f'):>9}{cpu}  {r['status']}{error}")
     if any(r["device"].startswith("cpu") and r["prefill_ms"] is not None for r in rows):

@@ -1,6 +1,6 @@
 """A tiny random-weight Llama (GQA) and a byte-level BPE tokenizer trained on the shipped LongBench fixtures
 (``model=tiny``): it runs the whole LongBench pipeline offline on a CPU in seconds, for tests; its scores mean
-nothing. The embedded default model is the trained proxy, ``models/pbs-proxy-llama`` (``model=proxy``).
+nothing. The embedded default model is the trained proxy, ``models/pbs-proxy-llama-v2`` (``model=proxy``).
 """
 
 from __future__ import annotations

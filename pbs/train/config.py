@@ -1,6 +1,6 @@
 """The proxy trainer's settings: one dataclass (nested), the Hydra schema that ``conf/train_proxy.yaml`` extends.
 
-Defaults are the committed proxy's (``models/pbs-proxy-llama``): a 6-layer GQA Llama, 4096-entry byte-level BPE,
+Defaults are the Step 4 proxy's (``results/proxy/model-card.md``; Step 11's is conf/train_proxy_v2.yaml): a 6-layer GQA Llama, 4096-entry byte-level BPE,
 10% LM windows + 90% RULER-task samples, a 512 -> 32K curriculum.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 class TokenizerConfig:
     """Byte-level BPE trained on the corpus (256-byte base alphabet: no unknowns; digits split)."""
 
-    path: str | None = None  # null: train it on the corpus; or a saved tokenizer folder (e.g. models/pbs-proxy-llama)
+    path: str | None = None  # null: train it on the corpus; or a saved tokenizer folder (e.g. models/pbs-proxy-llama-v2)
     vocab_size: int = 4096
     min_frequency: int = 2
 

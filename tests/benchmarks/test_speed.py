@@ -132,11 +132,11 @@ def test_qwen3_gets_yarn_and_the_json_is_the_published_config():
 
 def test_weights_folder_and_prompts(one_thread):
     model, cfg = load_model(SpeedConfig().models[PROXY], "cpu", torch.float32)
-    assert next(model.parameters()).dtype == torch.float32 and cfg.num_hidden_layers == 6
+    assert next(model.parameters()).dtype == torch.float32 and cfg.num_hidden_layers == 8
     ids = prompt_ids(SpeedConfig().models[PROXY], cfg, 1024, 0, "cpu")
     from transformers import AutoTokenizer
 
-    text = AutoTokenizer.from_pretrained(ROOT / "models/pbs-proxy-llama").decode(ids[0])
+    text = AutoTokenizer.from_pretrained(ROOT / "models/pbs-proxy-llama-v2").decode(ids[0])
     assert ids.shape == (1, 1024) and "special magic number" in text  # a RULER needle-in-a-haystack prompt
     rand = prompt_ids(_tiny_spec(), model.config, 300, 0, "cpu")
     assert rand.shape == (1, 300) and int(rand.max()) < cfg.vocab_size

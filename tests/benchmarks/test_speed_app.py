@@ -26,11 +26,11 @@ models:
     lengths: [512]
     config_overrides: {num_hidden_layers: 2, hidden_size: 128, intermediate_size: 256, num_attention_heads: 4,
                        num_key_value_heads: 2, head_dim: 32, vocab_size: 512, bos_token_id: 1, eos_token_id: 2}
-  pbs-proxy-llama: {path: models/pbs-proxy-llama, regime: adaptive, prompt: ruler, lengths: [512]}
+  pbs-proxy-llama-v2: {path: models/pbs-proxy-llama-v2, regime: adaptive, prompt: ruler, lengths: [512]}
 stages:
   - {models: [tiny]}
   - {models: [tiny], variants: [sdpa_flash, pbs], protocol: generate}
-  - {models: [pbs-proxy-llama], variants: [sdpa_flash, pbs]}
+  - {models: [pbs-proxy-llama-v2], variants: [sdpa_flash, pbs]}
 methods:
   pbs: {method: pbs, kwargs: {block_size: 32, segment_size: 64}}
   pbs_permute_none: {method: pbs, kwargs: {block_size: 32, segment_size: 64, permute: none}}
@@ -75,7 +75,7 @@ def test_app_end_to_end_then_resume(tmp_path):
         rows = {(r["model"], r["protocol"], r["variant"]): r for r in reader}
     expected = ({("tiny", "forward", v) for v in ["sdpa_cudnn", "sdpa_flash", "sdpa_efficient", *METHODS, "broken"]}
                 | {("tiny", "generate", "sdpa_flash"), ("tiny", "generate", "pbs"),
-                   ("pbs-proxy-llama", "forward", "sdpa_flash"), ("pbs-proxy-llama", "forward", "pbs")})
+                   ("pbs-proxy-llama-v2", "forward", "sdpa_flash"), ("pbs-proxy-llama-v2", "forward", "pbs")})
     assert set(rows) == expected
     assert rows["tiny", "forward", "broken"]["status"] == "failed"
     assert rows["tiny", "forward", "sdpa_cudnn"]["status"] == "unavailable"  # no cuDNN on a CPU: not a failure
@@ -92,12 +92,12 @@ def test_app_end_to_end_then_resume(tmp_path):
         assert r["regime"] == "fixed" and float(r["target_density"]) == d, v
         assert abs(float(r["density"]) - d) < 0.1, (v, r["density"])
         assert f'"budget": {d}' in r["kwargs"] and r["planner"] == "torch"
-    proxy = rows["pbs-proxy-llama", "forward", "pbs"]
+    proxy = rows["pbs-proxy-llama-v2", "forward", "pbs"]
     assert proxy["regime"] == "adaptive" and proxy["target_density"] == "" and 0 < float(proxy["density"]) < 1
     assert float(rows["tiny", "forward", "sdpa_flash"]["speedup"]) == 1.0
 
     md = (tmp_path / "out" / "cpu.md").read_text()
-    for heading in ("## Provenance", "## tiny (fixed densities)", "## pbs-proxy-llama (adaptive densities)",
+    for heading in ("## Provenance", "## tiny (fixed densities)", "## pbs-proxy-llama-v2 (adaptive densities)",
                     "## TTFT protocol check", "## Targets", "## Failed and unavailable runs"):
         assert heading in md, heading
 

@@ -81,7 +81,7 @@ def test_failed_jobs_exit_non_zero_with_a_summary(tmp_path):
 
 
 def test_invalid_settings_are_rejected_before_any_job_starts(tmp_path):
-    out = _eval(tmp_path, "method.threshold=0.9,-1", "model.path=/nonexistent/model,models/pbs-proxy-llama")
+    out = _eval(tmp_path, "method.threshold=0.9,-1", "model.path=/nonexistent/model,models/pbs-proxy-llama-v2")
     assert out.returncode == 2
     assert "3 of 4 jobs have invalid settings; nothing was run" in out.stderr
     assert "threshold=-1" in out.stderr and "model.path='/nonexistent/model'" in out.stderr

@@ -1,4 +1,5 @@
-"""The committed proxy model (models/pbs-proxy-llama) loads offline and retrieves, densely and through pbs."""
+"""The committed proxy model (models/pbs-proxy-llama-v2, Step 11) loads offline and retrieves, densely and through
+pbs."""
 
 import json
 import os
@@ -9,26 +10,31 @@ import torch
 
 from pbs.eval.ruler import generate as ruler
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "pbs-proxy-llama"
+MODELS = Path(__file__).resolve().parents[2] / "models"
+# folder -> (layers, weight bytes at most): bf16 weights small enough to travel to the GPU machine with the repository
+PROXIES = {"pbs-proxy-llama-v2": (8, 32 * 10**6)}
 
 
-@pytest.fixture(scope="module")
-def proxy():
+@pytest.fixture(scope="module", params=sorted(PROXIES))
+def proxy(request):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: nothing may come from the hub
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(MODEL)
-    model = AutoModelForCausalLM.from_pretrained(MODEL, torch_dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(MODELS / request.param)
+    model = AutoModelForCausalLM.from_pretrained(MODELS / request.param, torch_dtype=torch.float32).eval()
     return tok, model
 
 
-def test_files_config_and_card():
-    files = [p for p in MODEL.iterdir() if p.is_file()]
+@pytest.mark.parametrize("name", sorted(PROXIES))
+def test_files_config_and_card(name):
+    folder, (layers, max_bytes) = MODELS / name, PROXIES[name]
+    files = [p for p in folder.iterdir() if p.is_file()]
     assert all(p.stat().st_size < 16 * 2**20 for p in files)
-    assert sum(p.stat().st_size for p in files if p.suffix == ".safetensors") <= 30 * 10**6
-    cfg = json.loads((MODEL / "config.json").read_text())
+    assert sum(p.stat().st_size for p in files if p.suffix == ".safetensors") <= max_bytes
+    cfg = json.loads((folder / "config.json").read_text())
     assert cfg["head_dim"] == 64 and cfg["num_attention_heads"] == 6 and cfg["num_key_value_heads"] == 2
-    card = (MODEL / "README.md").read_text()
+    assert cfg["num_hidden_layers"] == layers
+    card = (folder / "README.md").read_text()
     for needle in ("Training", "Accuracy", "commit", "training_log.csv"):
         assert needle in card
 
