@@ -27,7 +27,8 @@ def _stages(ax, step: list[int], lengths: list[str]) -> None:
             prev, start = length, s
 
 
-def main(log_path: str, png_path: str, footer: str | None = None) -> None:
+def main(log_path: str, png_path: str, footer: str | None = None) -> int:
+    """Write the plot; returns the number of evaluations drawn (task score or perplexity points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,6 +82,8 @@ def main(log_path: str, png_path: str, footer: str | None = None) -> None:
     else:
         fig.tight_layout()
     fig.savefig(png_path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return len(evals)
 
 
 if __name__ == "__main__":
