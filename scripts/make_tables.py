@@ -207,13 +207,14 @@ def main(argv=None) -> list[Path]:
             written.append(path)
     proxy = args.results / "proxy"
     # the Step 4 proxy's evaluation, the Step 11 proxy's (GPU, once it has run) and its full-attention runs on a CPU
-    for name, runs, folder in (("proxy", proxy / "eval", proxy), ("proxy-v2", proxy / "v2" / "eval", proxy / "v2"),
-                               ("proxy-v2-cpu", proxy / "v2" / "eval-cpu", proxy / "v2" / "cpu")):
+    for name, runs, folder, extra in (
+            ("proxy", proxy / "eval", proxy, []), ("proxy-v2", proxy / "v2" / "eval", proxy / "v2", []),
+            ("proxy-v2-cpu", proxy / "v2" / "eval-cpu", proxy / "v2" / "cpu", ["--sweep-length", "0"])):  # no curves
         if not (runs / "runs").exists():
             continue
         from proxy_report import main as proxy_report  # scripts/ is on sys.path when run as a script
 
-        proxy_report(["--runs", str(runs), "--out", str(folder)], run_ids=_committed_runs(runs))
+        proxy_report(["--runs", str(runs), "--out", str(folder), *extra], run_ids=_committed_runs(runs))
         for report, table in (("table.md", f"{name}-ruler.md"), ("density_table.md", f"{name}-density.md")):
             if (folder / report).exists():
                 (tables / table).write_text((folder / report).read_text())
