@@ -1,7 +1,7 @@
 """Plot a proxy training log (pbs.train.proxy's training_log.csv): losses vs step with the curriculum length shaded,
 and below them the held-out task score and perplexity of every evaluation.
 
-    python scripts/plot_training_log.py models/pbs-proxy-llama/training_log.csv results/proxy/training_loss.png
+    python scripts/plot_training_log.py results/proxy/training_log.csv results/proxy/training_loss.png
     python scripts/plot_training_log.py models/pbs-proxy-llama-v2/training_log.csv \
         results/proxy/v2/training_loss.png --footer "1x H100 80GB HBM3, ..."
 """

@@ -9,7 +9,7 @@ on it), so like ``HF_HOME`` it may come from the environment: ``$PBS_RULER_CACHE
 else ``~/.cache/pbs/ruler``.
 
 Fill it ahead of a GPU run (and carry the folder):
-    python -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama --lengths 4096,8192,16384,32768 --samples 10
+    python -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama-v2 --lengths 4096,8192,16384,32768 --samples 25
 """
 
 from __future__ import annotations
