@@ -95,7 +95,13 @@ def analyse(layers, cfg: StructureConfig, threshold: float) -> list[dict]:
     return rows
 
 
-def plot_shares(rows: list[dict], path: Path, title: str) -> None:
+def _stamp(fig, footer: str) -> None:
+    """The provenance line (device, versions, date, command, commit) under a figure."""
+    if footer:
+        fig.text(0.005, 0.003, footer, fontsize=5.5, color="dimgray", va="bottom")
+
+
+def plot_shares(rows: list[dict], path: Path, title: str, footer: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,12 +119,13 @@ def plot_shares(rows: list[dict], path: Path, title: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if footer else 0, 1, 1))
+    _stamp(fig, footer)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_density(rows: list[dict], path: Path, title: str) -> None:
+def plot_density(rows: list[dict], path: Path, title: str, footer: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,12 +150,13 @@ def plot_density(rows: list[dict], path: Path, title: str) -> None:
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if footer else 0, 1, 1))
+    _stamp(fig, footer)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_fig3(q, k, layer: int, head: int, threshold: float, path: Path, title: str) -> None:
+def plot_fig3(q, k, layer: int, head: int, threshold: float, path: Path, title: str, footer: str = "") -> None:
     """Blocks of one head in natural key order and after PBS's key permutation: attention mass per block (log
     colour) and the tiles PBS selects (τ threshold)."""
     import matplotlib
@@ -176,6 +184,7 @@ def plot_fig3(q, k, layer: int, head: int, threshold: float, path: Path, title: 
             ax.set_ylabel("query block")
     fig.colorbar(im, ax=axes[0, :].tolist(), fraction=0.03)
     fig.suptitle(title, fontsize=9)
+    _stamp(fig, footer)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -230,6 +239,12 @@ def main() -> None:
                                                  else args.model, dtype=torch.float32).to(args.device).eval()
     cfg = StructureConfig()
     results = {}
+    import transformers
+
+    command = "python " + " ".join(sys.argv)
+    footer = (f"{args.device}, float32, torch {torch.__version__}, transformers {transformers.__version__}, "
+              f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}, commit {provenance(command)['git_commit'][:7]}; "
+              f"{command}")
     for n in (int(x) for x in args.lengths.split(",")):
         ids = ruler_prompt(str(args.model), n, args.seed).to(args.device)
         layers = capture_qk(model, ids)
@@ -240,14 +255,14 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(rows)
         label = f"{Path(args.model).name}, RULER prompt, N={n}"
-        plot_shares(rows, out / f"structure-{n}.png", f"{label}: share of attention mass per head")
-        plot_density(rows, out / f"density-{n}.png", f"{label}: PBS density per head (τ {args.threshold})")
+        plot_shares(rows, out / f"structure-{n}.png", f"{label}: share of attention mass per head", footer)
+        plot_density(rows, out / f"density-{n}.png", f"{label}: PBS density per head (τ {args.threshold})", footer)
         best = max(rows, key=lambda r: r["density_none"] - r["density_key"])
         q, k = layers[best["layer"]]
         plot_fig3(q, k, best["layer"], best["head"], args.threshold, out / f"fig3-{n}.png",
                   f"{label}: layer {best['layer']} head {best['head']} (the head whose density permutation "
-                  "lowers most)")
-    write_readme(out, results, args, cfg, "python " + " ".join(sys.argv))
+                  "lowers most)", footer)
+    write_readme(out, results, args, cfg, command)
 
 
 if __name__ == "__main__":
