@@ -19,7 +19,7 @@ register_schemas()
 # the config groups an app's YAML picks by default (the rest comes from its dataclass)
 GROUP_DEFAULTS = {"eval": {"method": pbs.PBSConfig(), "task": RulerTask(),
                            "model": ModelConfig(name="pbs-proxy-llama-v2", path="models/pbs-proxy-llama-v2",
-                                                max_length=32768, chat_template=False)}}
+                                                max_length=32769, chat_template=False)}}
 
 
 @pytest.mark.parametrize("app", sorted(APPS))

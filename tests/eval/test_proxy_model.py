@@ -66,3 +66,21 @@ def test_retrieves_the_needle_densely_and_with_pbs(proxy):
         assert 0.0 < stats.summary()["mean_density"] < 1.0  # really sparse, not a dense fallback
     finally:
         pbs.hf.disable(model)
+
+
+def test_the_default_budget_never_truncates_a_32k_ruler_prompt():
+    """RULER inputs are sized without special tokens (generate.py), and the harness middle-truncates the encoded
+    prompt, BOS included: conf/model/proxy.yaml's budget must hold 32,768 tokens + BOS (32K runs lost a token)."""
+    from hydra import compose, initialize_config_dir
+    from transformers import AutoTokenizer
+
+    from pbs.eval.longbench.truncation import middle_truncate
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        model = compose(config_name="eval", overrides=["model=proxy"]).model
+    tok = AutoTokenizer.from_pretrained(MODELS / Path(model.path).name)
+    prompt = " ".join(["word"] * 32768)
+    assert len(tok(prompt, add_special_tokens=False)["input_ids"]) == 32768  # the generator's count
+    assert middle_truncate(prompt, tok, model.max_length) == (prompt, False)
+    assert middle_truncate(prompt, tok, 32768)[1]  # the old budget cut it: the check can fail
