@@ -1,23 +1,45 @@
 #!/usr/bin/env bash
-# One device command of the proxy evaluation (scripts/run_proxy_eval.py) on the GPU machine:
-#   bash scripts/eval_proxy_gpu.sh --parts table --procs 8 --deadline 480     # then: --parts sweeps,ablations ...
-# carry: [".whl", ".whl-eval"] (bash scripts/fetch_gpu_wheels.sh eval). It installs the wheels, fills the RULER
-# sample cache for the committed proxy with every CPU core (25 samples per task at 4K-32K), runs the jobs into
-# /tmp/proxy-v2/eval (a warm machine keeps it: the next command skips finished jobs) and packs that folder into
-# $OUT/eval.tar.xz. Here: `tar xJf eval.tar.xz -C results/proxy/v2 && make reproduce-tables`.
+# The proxy evaluation (scripts/run_proxy_eval.py) on the GPU machine, across several device commands:
+#   bash scripts/eval_proxy_gpu.sh start 560 --parts table,sweeps,ablations --procs 8   # first command
+#   bash scripts/eval_proxy_gpu.sh wait 580                                              # each next one (warm)
+# carry: [".whl", ".whl-eval"] (bash scripts/fetch_gpu_wheels.sh eval) and, to skip generating the RULER samples
+# there, ".rc" (a folder of `python -m pbs.eval.ruler.cache` files for the committed proxy's tokenizer).
+# `start` installs the wheels, fills the RULER sample cache (25 samples per task at 4K-32K, every CPU core) and
+# launches the evaluation in its own process session, so it outlives the command and goes on while the machine
+# stays warm; `start` and `wait` then wait up to SECONDS (less if it ends) and pack the results so far
+# (/tmp/proxy-v2/eval: finished runs, unfinished ones and the job logs) into $OUT/eval.tar.xz, the runner's log
+# into $OUT/runner.log. Here: `tar xJf eval.tar.xz -C /tmp/x`, keep the finished runs, `make reproduce-tables`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to the folder whose files come back}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/*.whl .whl-eval/*.whl || { echo "carry .whl and .whl-eval (scripts/fetch_gpu_wheels.sh eval)"; exit 1; }
+mode=${1:?usage: eval_proxy_gpu.sh start|wait SECONDS [run_proxy_eval.py arguments]}
+seconds=${2:?usage: eval_proxy_gpu.sh start|wait SECONDS [run_proxy_eval.py arguments]}
+shift 2
+work=/tmp/proxy-v2
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-    HF_HOME=/tmp/hf PBS_RULER_CACHE=/tmp/pbs-ruler
+    HF_HOME=/tmp/hf PBS_RULER_CACHE=/tmp/pbs-ruler OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 t0=$(date +%s)
-python3 -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama-v2 --lengths 4096,8192,16384,32768 --samples 25 \
-    --workers "$(nproc)" 2>&1 | tail -1
-echo "RULER cache ready in $(( $(date +%s) - t0 )) s"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 scripts/run_proxy_eval.py --results /tmp/proxy-v2/eval "$@" wandb.mode=disabled 2>&1 | tail -30
-rc=${PIPESTATUS[0]}
-tar cf - -C /tmp/proxy-v2 eval | xz -T0 > "$OUT/eval.tar.xz"
-exit "$rc"
+case "$mode" in
+start)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl .whl-eval/*.whl || { echo "carry .whl and .whl-eval (scripts/fetch_gpu_wheels.sh eval)"; exit 1; }
+    mkdir -p "$PBS_RULER_CACHE" "$work"
+    [ -d .rc ] && cp .rc/*.json.gz "$PBS_RULER_CACHE"/ 2>/dev/null
+    python3 -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama-v2 --lengths 4096,8192,16384,32768 \
+        --samples 25 --workers "$(nproc)" 2>&1 | tail -1
+    echo "RULER cache ready in $(( $(date +%s) - t0 )) s"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers',
+        transformers.__version__, 'triton', triton.__version__)"
+    setsid nohup bash -c "python3 scripts/run_proxy_eval.py --results $work/eval $* wandb.mode=disabled \
+        > $work/runner.log 2>&1; echo \$? > $work/runner.rc" > /dev/null 2>&1 < /dev/null &
+    echo "evaluation started at $(date -u +%FT%TZ): run_proxy_eval.py $*" ;;
+wait) [ -f "$work/runner.log" ] || { echo "no evaluation started on this machine (a fresh one?)"; exit 1; } ;;
+*) echo "mode must be start or wait, got mode=$mode"; exit 2 ;;
+esac
+while [ ! -f "$work/runner.rc" ] && [ $(( $(date +%s) - t0 )) -lt "$seconds" ]; do sleep 5; done
+finished=$(grep -l '"status": "ok"' "$work"/eval/runs/*/status.json 2>/dev/null | wc -l)
+echo "$(date -u +%FT%TZ): $finished runs finished; runner $( [ -f "$work/runner.rc" ] && echo "ended, rc $(cat "$work/runner.rc")" || echo running)"
+tr '\r' '\n' < "$work/runner.log" | grep -v '^\s*$' | tail -5
+tar cf - -C "$work" eval | xz -T0 > "$OUT/eval.tar.xz"
+cp "$work/runner.log" "$OUT/runner.log"

@@ -8,7 +8,8 @@ Two parts, each job one ``python -m experiments.eval`` run (results under ``--re
 - ablations (the paper's §4.3, Fig. 6): PBS's threshold sweep with one setting changed (permute key+query, segment
   size 512 / 1024 / 2048, block size 64 / 256, one permutation per KV head), at ``--sweep-length``.
 
-Jobs run in parallel, ``--procs`` per GPU, longest first; a job still running at ``--deadline`` seconds is killed
+Jobs run in parallel, ``--procs`` per GPU, part by part in the order of ``--parts``, each part's longest first
+(table jobs: one method at one length); a job still running at ``--deadline`` seconds is killed
 (finished jobs are kept; rerunning skips them). Processes share a GPU, so prefill times in these results are not
 speed figures (those come from ``experiments.bench_kernels``).
 
@@ -56,24 +57,25 @@ PARTS = ("table", "sweeps", "ablations")
 
 def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int,
          parts: tuple[str, ...] = PARTS, model: str | None = None) -> list[tuple[float, list[str]]]:
-    """(relative cost, hydra overrides) per job of ``parts``, most expensive first (``model``: a model folder
-    instead of the committed proxy)."""
+    """(relative cost, hydra overrides) per job of ``parts`` (``model``: a model folder instead of the committed
+    proxy). Parts come in the order given, each part's jobs most expensive first; a table job is one method at one
+    length, so a job cut off at the deadline loses one length, not four."""
     bad = sorted(set(parts) - set(PARTS))
     if bad:
         raise ValueError(f"parts must be drawn from {list(PARTS)}, got parts={list(parts)!r}")
     lengths = [int(n) for n in table_lengths.split(",")]
-    out = []
-    if "table" in parts:
-        for m in TABLE_METHODS:
-            out.append((samples * sum(n / 4096 for n in lengths),
-                        m + [f"task.lengths=[{table_lengths}]", f"task.samples={samples}"]))
-    for part, settings in (("sweeps", SWEEPS), ("ablations", ABLATIONS)):
-        if part in parts:
-            for m in settings:
-                out.append((sweep_samples * sweep_length / 4096,
-                            m + [f"task.lengths=[{sweep_length}]", f"task.samples={sweep_samples}"]))
     base = ["model=proxy", "task=ruler"] + ([f"model.path={model}", f"model.name={Path(model).name}"] if model else [])
-    return sorted(((c, base + o) for c, o in out), key=lambda t: -t[0])
+    out = []
+    for part in parts:
+        if part == "table":
+            part_jobs = [(samples * n / 4096, m + [f"task.lengths=[{n}]", f"task.samples={samples}"])
+                         for m in TABLE_METHODS for n in lengths]
+        else:
+            part_jobs = [(sweep_samples * sweep_length / 4096,
+                          m + [f"task.lengths=[{sweep_length}]", f"task.samples={sweep_samples}"])
+                         for m in (SWEEPS if part == "sweeps" else ABLATIONS)]
+        out += sorted(((c, base + o) for c, o in part_jobs), key=lambda t: -t[0])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,3 +84,6 @@ def test_the_default_budget_never_truncates_a_32k_ruler_prompt():
     assert len(tok(prompt, add_special_tokens=False)["input_ids"]) == 32768  # the generator's count
     assert middle_truncate(prompt, tok, model.max_length) == (prompt, False)
     assert middle_truncate(prompt, tok, 32768)[1]  # the old budget cut it: the check can fail
+    # the harness refuses a budget beyond the model's context; the answer's tokens need room as well
+    context = json.loads((MODELS / Path(model.path).name / "config.json").read_text())["max_position_embeddings"]
+    assert model.max_length + 128 <= context

@@ -20,14 +20,20 @@ def _load(name):
 def test_jobs_by_part_and_model():
     ev = _load("run_proxy_eval")
     all_jobs = ev.jobs("4096,8192", 16384, 25, 25)
-    assert len(all_jobs) == len(ev.TABLE_METHODS) + len(ev.SWEEPS) + 7 * 5  # 7 ablation settings x 5 thresholds
+    # a table job per method and length; 7 ablation settings x 5 thresholds
+    assert len(all_jobs) == 2 * len(ev.TABLE_METHODS) + len(ev.SWEEPS) + 7 * 5
     ablations = [o for _, o in ev.jobs("4096", 16384, 25, 25, parts=("ablations",), model="models/v2")]
     assert len(ablations) == 35 and all(o[:4] == ["model=proxy", "task=ruler", "model.path=models/v2",
                                                   "model.name=v2"] for o in ablations)
     assert ["method=pbs", "method.segment_size=2048", "method.threshold=0.9", "task.lengths=[16384]",
             "task.samples=25"] in [o[4:] for o in ablations]
     table = [o for _, o in ev.jobs("4096,8192", 16384, 25, 5, parts=("table",))]
-    assert len(table) == len(ev.TABLE_METHODS) and all("task.lengths=[4096,8192]" in o for o in table)
+    assert len(table) == 2 * len(ev.TABLE_METHODS)
+    assert all("task.lengths=[8192]" in o for o in table[:9]) and all("task.lengths=[4096]" in o for o in table[9:])
+    # parts in the order given, not by cost: a cheap table job before an expensive sweep
+    ordered = [o for _, o in ev.jobs("4096", 32768, 25, 25, parts=("table", "sweeps"))]
+    assert "task.lengths=[4096]" in ordered[0] and "task.lengths=[32768]" in ordered[-1]
+    assert "task.lengths=[4096]" in [o for _, o in ev.jobs("4096", 32768, 25, 25, parts=("sweeps", "table"))][-1]
     with pytest.raises(ValueError, match="parts"):
         ev.jobs("4096", 16384, 1, 1, parts=("tabel",))
 
