@@ -99,6 +99,8 @@ def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
                 "score": round(100 * sum(float(g["score"]) for g in gs) / len(gs), 2),
                 "density": round(sum(dens) / len(dens), 4) if dens else 1.0,
                 "_sample_scores": [100 * float(g["score"]) for g in gs],
+                "_samples": {(task, g.get("doc_id", i)): (100 * float(g["score"]), g.get("density"))
+                             for i, g in enumerate(gs)},
                 "_provenance": prov,
             })
     return out
@@ -107,6 +109,22 @@ def load_rows(runs: Path, run_ids: set[str] | None = None) -> list[dict]:
 def _mean(xs):
     xs = list(xs)
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _se(xs) -> float:
+    """Standard error of the mean of ``xs`` (sample standard deviation / sqrt(n)); 0 for fewer than 2."""
+    xs = list(xs)
+    if len(xs) < 2:
+        return 0.0
+    m = _mean(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
+    """``(mean, standard error, n)`` of ``a[s] - b[s]`` over the keys ``s`` both hold (the same prompts run
+    twice): the spread of the differences, not of each side, so prompt difficulty cancels."""
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b), key=str)]
+    return _mean(diffs), _se(diffs), len(diffs)
 
 
 def table_md(rows: list[dict], title: str) -> str:
@@ -124,43 +142,54 @@ def table_md(rows: list[dict], title: str) -> str:
         for f in fams:
             by = {r["task"]: r for r in sub if r["family"] == f}
             cells = [f"{by[t]['score']:.0f}" if t in by else "" for t in tasks]
-            lines.append(f"| {f} | " + " | ".join(cells) + f" | {_mean(r['score'] for r in by.values()):.1f} | "
-                         f"{_mean(r['density'] for r in by.values()):.3f} |")
+            scores = [x for r in by.values() for x in r["_sample_scores"]]
+            lines.append(f"| {f} | " + " | ".join(cells) + f" | {_mean(r['score'] for r in by.values()):.1f} "
+                         f"± {_se(scores):.1f} | {_mean(r['density'] for r in by.values()):.3f} |")
         n = sorted({r["n"] for r in sub})
-        note = (f"Samples per task: {', '.join(map(str, n))}. Score: RULER string_match_all x 100; density: "
-                "computed blocks / causal blocks, mean over layers, heads and samples.")
+        note = (f"Samples per task: {', '.join(map(str, n))}. Score: RULER string_match_all x 100 (mean ± its standard "
+                "error over the samples); density: computed blocks / causal blocks, mean over layers, heads and "
+                "samples.")
         lines += ["", note, ""]
     return "\n".join(lines)
 
 
 def density_table_md(rows: list[dict], title: str) -> str:
     """Table 5's layout at τ 0.9 per length: PBS's density without / with the key permutation, the absolute and
-    relative reduction, the oracle's; mean scores beside them (the table runs' paper settings)."""
+    relative reduction, the oracle's; mean scores beside them (the table runs' paper settings); and the paired
+    differences (same prompts) with their standard errors: density saved and score changed by the permutation."""
     pick = {"none": "pbs (none perm.)", "key": "pbs (key perm.)", "oracle": "oracle"}
     paper = [r for r in rows if r["paper_setting"]]
     if not any(r["family"] in pick.values() for r in paper):
         return ""
     per_task = max(r["samples_per_task"] for r in paper)
     header = ("| N | density without perm. (score) | with key perm. (score) | abs. Δ | rel. reduction | "
-              "oracle density (score) |")
-    lines = [title, "", header, "|---|---|---|---|---|---|"]
+              "density saved, paired ± SE | score change, paired ± SE | oracle density (score) |")
+    lines = [title, "", header, "|---|---|---|---|---|---|---|---|"]
     for length in sorted({r["length"] for r in paper}):
-        got = {}
+        got, samples = {}, {}
         for name, fam in pick.items():
             rs = [r for r in paper if r["family"] == fam and r["length"] == length
                   and r["samples_per_task"] == per_task]
             if rs:
                 got[name] = (_mean(r["density"] for r in rs), _mean(r["score"] for r in rs))
+                samples[name] = {k: v for r in rs for k, v in r["_samples"].items()}
         if "none" not in got or "key" not in got:
             continue
         (dn, sn), (dk, sk) = got["none"], got["key"]
         oracle = f"{got['oracle'][0]:.3f} ({got['oracle'][1]:.1f})" if "oracle" in got else "—"
+        none, key = samples["none"], samples["key"]
+        saved = paired_difference({s: 100 * v[1] for s, v in none.items() if v[1] is not None},
+                                  {s: 100 * v[1] for s, v in key.items() if v[1] is not None})
+        change = paired_difference({s: v[0] for s, v in key.items()}, {s: v[0] for s, v in none.items()})
         lines.append(f"| {length:,} | {dn:.3f} ({sn:.1f}) | {dk:.3f} ({sk:.1f}) | {100 * (dn - dk):+.1f} pt | "
-                     f"{100 * (dn - dk) / dn:+.1f}% | {oracle} |")
+                     f"{100 * (dn - dk) / dn:+.1f}% | {saved[0]:+.1f} ± {saved[1]:.1f} pt | "
+                     f"{change[0]:+.1f} ± {change[1]:.1f} | {oracle} |")
     lines += ["", (f"Density: computed / causal blocks at τ 0.9 (B 128, S 256), mean over layers, heads and samples "
                   f"({per_task} per task); a positive Δ means the permutation selects fewer blocks. Score: the mean "
-                  "RULER score (0-100) over the tasks. The paper (Llama-3.1-8B, Table 5): 7.0 / 5.5 / 5.5 / 4.1 / 3.7 "
-                  "pt at 8K-128K."), ""]
+                  "RULER score (0-100) over the tasks. Paired: the same prompts with and without the permutation, "
+                  "mean of the per-prompt differences ± their standard error (density saved = without − with, in "
+                  "points of density; score change = with − without). The paper (Llama-3.1-8B, Table 5): 7.0 / 5.5 / "
+                  "5.5 / 4.1 / 3.7 pt at 8K-128K."), ""]
     return "\n".join(lines)
 
 

@@ -76,12 +76,26 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
     table = (out / "density_table.md").read_text()
     assert "## toy-proxy" in table
     # 4K: without 0.500 (score 50), with key 0.400 (50): -10 pt absolute, 20% relative; the oracle 0.200 (100)
-    assert "| 4,096 | 0.500 (50.0) | 0.400 (50.0) | +10.0 pt | +20.0% | 0.200 (100.0) |" in table
-    assert "| 8,192 | 0.400 (0.0) | 0.300 (100.0) | +10.0 pt | +25.0% | 0.100 (100.0) |" in table
+    # paired over the same 4 prompts: 10 density points saved on each (SE 0); scores equal at 4K, +100 at 8K
+    assert ("| 4,096 | 0.500 (50.0) | 0.400 (50.0) | +10.0 pt | +20.0% | +10.0 ± 0.0 pt | +0.0 ± 0.0 | "
+            "0.200 (100.0) |") in table
+    assert ("| 8,192 | 0.400 (0.0) | 0.300 (100.0) | +10.0 pt | +25.0% | +10.0 ± 0.0 pt | +100.0 ± 0.0 | "
+            "0.100 (100.0) |") in table
+    # Table 3's mean carries its standard error over the 4 samples: key at 4K scores 1, 0, 1, 0 -> 50 ± 28.9
+    assert "| pbs (key perm.) | 50 | 50 | 50.0 ± 28.9 | 0.400 |" in (out / "table.md").read_text()
     curves = (out / "curves.csv").read_text().splitlines()
     ablation_rows = [r for r in curves[1:] if "S=512" in r]
     assert len(ablation_rows) == 2 and all(",True," in r for r in ablation_rows)
     assert (out / "ablations.png").stat().st_size > 0 and (out / "accuracy_vs_density.png").stat().st_size > 0
+
+
+def test_paired_difference_by_hand():
+    rep = _load("proxy_report")
+    # differences 1, 2, 3, 4 over the shared keys (key "x" is in one side only): mean 2.5, sd sqrt(5/3), SE sd/2
+    a = {("vt", 0): 1.0, ("vt", 1): 2.0, ("vt", 2): 3.0, ("vt", 3): 4.0, "x": 9.0}
+    b = {("vt", 0): 0.0, ("vt", 1): 0.0, ("vt", 2): 0.0, ("vt", 3): 0.0}
+    mean, se, n = rep.paired_difference(a, b)
+    assert (mean, n) == (2.5, 4) and se == pytest.approx((5 / 3) ** 0.5 / 2)
 
 
 def test_provenance_footer_names_gpu_versions_dates_commit():
