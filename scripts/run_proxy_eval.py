@@ -56,9 +56,11 @@ PARTS = ("table", "sweeps", "ablations")
 
 
 def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int,
-         parts: tuple[str, ...] = PARTS, model: str | None = None) -> list[tuple[float, list[str]]]:
+         parts: tuple[str, ...] = PARTS, model: str | None = None,
+         shortest_first: bool = False) -> list[tuple[float, list[str]]]:
     """(relative cost, hydra overrides) per job of ``parts`` (``model``: a model folder instead of the committed
-    proxy). Parts come in the order given, each part's jobs most expensive first; a table job is one method at one
+    proxy). Parts come in the order given, each part's jobs most expensive first (the shortest makespan), or
+    cheapest first (``shortest_first``: the most finished jobs by a deadline); a table job is one method at one
     length, so a job cut off at the deadline loses one length, not four."""
     bad = sorted(set(parts) - set(PARTS))
     if bad:
@@ -74,7 +76,7 @@ def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int
             part_jobs = [(sweep_samples * sweep_length / 4096,
                           m + [f"task.lengths=[{sweep_length}]", f"task.samples={sweep_samples}"])
                          for m in (SWEEPS if part == "sweeps" else ABLATIONS)]
-        out += sorted(((c, base + o) for c, o in part_jobs), key=lambda t: -t[0])
+        out += sorted(((c, base + o) for c, o in part_jobs), key=lambda t: t[0] if shortest_first else -t[0])
     return out
 
 
@@ -91,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma separated, of {list(PARTS)}")
     p.add_argument("--model", default=None, help="a model folder (default: the committed proxy, model=proxy)")
     p.add_argument("--deadline", type=float, default=None, help="seconds; jobs still running then are killed")
+    p.add_argument("--shortest-first", action="store_true",
+                   help="each part's cheapest jobs first (the most finished jobs by --deadline)")
     p.add_argument("--only", default=None, help="run only jobs whose overrides contain this text")
     p.add_argument("--list", action="store_true")
     p.add_argument("extra", nargs="*", help="more hydra overrides for every job")
     a = p.parse_args(argv)
 
     todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples,
-                tuple(x for x in a.parts.split(",") if x), a.model)
+                tuple(x for x in a.parts.split(",") if x), a.model, a.shortest_first)
     if a.only:
         todo = [j for j in todo if any(a.only in o for o in j[1])]
     if a.list:

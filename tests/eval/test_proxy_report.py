@@ -34,6 +34,8 @@ def test_jobs_by_part_and_model():
     ordered = [o for _, o in ev.jobs("4096", 32768, 25, 25, parts=("table", "sweeps"))]
     assert "task.lengths=[4096]" in ordered[0] and "task.lengths=[32768]" in ordered[-1]
     assert "task.lengths=[4096]" in [o for _, o in ev.jobs("4096", 32768, 25, 25, parts=("sweeps", "table"))][-1]
+    cheap_first = [o for _, o in ev.jobs("4096,8192", 16384, 25, 5, parts=("table",), shortest_first=True)]
+    assert all("task.lengths=[4096]" in o for o in cheap_first[:9]) and sorted(cheap_first) == sorted(table)
     with pytest.raises(ValueError, match="parts"):
         ev.jobs("4096", 16384, 1, 1, parts=("tabel",))
 
