@@ -12,8 +12,8 @@ Only committed files are read (in a git checkout): runs of your own in results/ 
 - results/proxy/{scores.csv, table.md, density_table.md, curves.csv, accuracy_vs_density.png} and
   results/tables/proxy-ruler.md, proxy-density.md: every method on the proxy model over the RULER-style suite, from
   the runs in results/proxy/eval (scripts/proxy_report.py); the same under results/proxy/v2/ and proxy-v2-*.md for
-  the Step 11 proxy once its GPU runs are there, and results/proxy/v2/cpu/ + proxy-v2-cpu-ruler.md from its
-  full-attention runs on a CPU (results/proxy/v2/eval-cpu).
+  the Step 11 proxy once its GPU runs are there, and results/proxy/v2/cpu/ + proxy-v2-cpu-*.md from its runs on a
+  CPU (results/proxy/v2/eval-cpu: full attention at 4K-32K, every method at 4K; the fronts at 4K).
 - results/tables/table7-<gpu>.{md,png}: the paper's Table 7 layout (dense attention, permutation, selection, sparse
   attention, total, overhead, speedup per length) from results/kernels/<gpu>.csv, beside the paper's (stacked bars).
 - results/kernels/step9/throughput.png: Step 9's kernel throughput figure (scripts/plot_kernel_throughput.py).
@@ -206,10 +206,10 @@ def main(argv=None) -> list[Path]:
             path.write_text(eval_table(rows, str(source)))
             written.append(path)
     proxy = args.results / "proxy"
-    # the Step 4 proxy's evaluation, the Step 11 proxy's (GPU, once it has run) and its full-attention runs on a CPU
+    # the Step 4 proxy's evaluation, the Step 11 proxy's (GPU, once it has run) and its runs on a CPU (fronts at 4K)
     for name, runs, folder, extra in (
             ("proxy", proxy / "eval", proxy, []), ("proxy-v2", proxy / "v2" / "eval", proxy / "v2", []),
-            ("proxy-v2-cpu", proxy / "v2" / "eval-cpu", proxy / "v2" / "cpu", ["--sweep-length", "0"])):  # no curves
+            ("proxy-v2-cpu", proxy / "v2" / "eval-cpu", proxy / "v2" / "cpu", ["--sweep-length", "4096"])):
         if not (runs / "runs").exists():
             continue
         from proxy_report import main as proxy_report  # scripts/ is on sys.path when run as a script
