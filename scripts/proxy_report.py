@@ -201,11 +201,10 @@ def curves(rows: list[dict], length: int) -> list[dict]:
     out = []
     for (fam, sett, paper, ablation, per_task), rs in sorted(pts.items()):
         xs = [x for r in rs for x in r["_sample_scores"]]  # equal samples per task: the mean over tasks
-        var = sum((x - _mean(xs)) ** 2 for x in xs) / max(len(xs) - 1, 1)
         out.append({"family": fam, "setting": sett, "paper_setting": paper, "ablation": ablation,
                     "samples_per_task": per_task, "length": length,
                     "tasks": len(rs), "n": len(xs), "score": round(_mean(xs), 2),
-                    "score_se": round((var / len(xs)) ** 0.5, 2), "density": round(_mean(r["density"] for r in rs), 4)})
+                    "score_se": round(_se(xs), 2), "density": round(_mean(r["density"] for r in rs), 4)})
     return out
 
 
