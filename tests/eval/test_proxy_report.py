@@ -109,3 +109,23 @@ def test_provenance_footer_names_gpu_versions_dates_commit():
     assert footer.startswith("NVIDIA H100 80GB HBM3; torch 2.11.0, triton 3.6.0, transformers 5.17.0; "
                              "2026-11-26 to 2026-11-27; commit 0847447; python scripts/run_proxy_eval.py")
     assert rep.provenance_footer([{"_provenance": {}}]).startswith("provenance: not recorded")
+
+
+def test_permutation_front_pairs_each_threshold_with_none_at_0_9(tmp_path):
+    rep = _load("proxy_report")
+    pbs = {"block_size": 128, "segment_size": 256, "share_permutation": "q_head"}
+    runs = tmp_path / "eval"
+    _run(runs, "ref", "pbs", {**pbs, "permute": "none", "threshold": 0.9}, [8192], _gens(8192, 0.50, [1, 0]))
+    _run(runs, "k8", "pbs", {**pbs, "permute": "key", "threshold": 0.8}, [8192], _gens(8192, 0.30, [1, 0]))
+    _run(runs, "k9", "pbs", {**pbs, "permute": "key", "threshold": 0.9}, [8192], _gens(8192, 0.55, [1, 1]))
+    # other prompts: a run over two lengths numbers its 8K samples differently, so it is not paired
+    _run(runs, "k7", "pbs", {**pbs, "permute": "key", "threshold": 0.7}, [4096, 8192], _gens(8192, 0.20, [0, 0]))
+    out = tmp_path / "out"
+    rep.main(["--runs", str(runs), "--out", str(out), "--sweep-length", "8192"])
+    front = (out / "permutation_front.md").read_text()
+    # tau 0.8: the same answers on the same 4 prompts (change 0) with 20 density points fewer on each
+    assert "| key perm. | 0.8 | 50.0 ± 28.9 | 0.300 | +0.0 ± 0.0 | +20.0 ± 0.0 pt |" in front
+    # tau 0.9: per-prompt score differences 0, 100, 0, 100 -> 50 ± sd/2 = 28.9; 5 density points more
+    assert "| key perm. | 0.9 | 100.0 ± 0.0 | 0.550 | +50.0 ± 28.9 | -5.0 ± 0.0 pt |" in front
+    assert "| key perm. | 0.7 | 0.0 ± 0.0 | 0.200 | — (other prompts) | — |" in front
+    assert "| none perm. | 0.9 | 50.0 ± 28.9 | 0.500 | +0.0 ± 0.0 | +0.0 ± 0.0 pt |" in front

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from plot_training_log import main  # noqa: E402
+from plot_training_log import main
 
 
 @pytest.mark.parametrize("log", ["models/pbs-proxy-llama-v2/training_log.csv", "results/proxy/training_log.csv"])
