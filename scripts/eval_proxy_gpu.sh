@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The proxy evaluation (scripts/run_proxy_eval.py) on the GPU machine, across several device commands:
-#   bash scripts/eval_proxy_gpu.sh start 560 --parts table,sweeps,ablations --procs 8   # first command
+#   bash scripts/eval_proxy_gpu.sh start 560 --parts table,sweeps,ablations --procs 10 \
+#       --skip-finished results/proxy/v2/eval                                         # first command
 #   bash scripts/eval_proxy_gpu.sh wait 580                                              # each next one (warm)
 # carry: [".whl", ".whl-eval"] (bash scripts/fetch_gpu_wheels.sh eval) and, to skip generating the RULER samples
 # there, ".rc" (a folder of `python -m pbs.eval.ruler.cache` files for the committed proxy's tokenizer).

@@ -10,7 +10,8 @@ Two parts, each job one ``python -m experiments.eval`` run (results under ``--re
 
 Jobs run in parallel, ``--procs`` per GPU, part by part in the order of ``--parts``, each part's longest first
 (table jobs: one method at one length); a job still running at ``--deadline`` seconds is killed
-(finished jobs are kept; rerunning skips them). Processes share a GPU, so prefill times in these results are not
+(finished jobs are kept; ``--skip-finished RESULTS`` leaves out the jobs that
+have a finished run there, e.g. the committed ones). Processes share a GPU, so prefill times in these results are not
 speed figures (those come from ``experiments.bench_kernels``).
 
     python scripts/run_proxy_eval.py --gpus 1 --procs 6 --parts table          # the committed proxy (model=proxy)
@@ -21,6 +22,7 @@ speed figures (those come from ``experiments.bench_kernels``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +82,20 @@ def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int
     return out
 
 
+def finished(results: Path) -> set[frozenset[str]]:
+    """The override sets of the finished runs under ``results`` (their status.json commands, less where the results
+    went): a job whose overrides are one of them has run, on this code or an earlier commit."""
+    own = ("results_dir=", "hydra.", "wandb.")
+    out = set()
+    for status in results.glob("runs/*/status.json"):
+        state = json.loads(status.read_text())
+        command = (state.get("provenance") or {}).get("command", "")
+        if state.get("status") == "ok" and " -m experiments.eval " in command:
+            args = command.split(" -m experiments.eval ", 1)[1].split()
+            out.add(frozenset(a for a in args if not a.startswith(own)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
@@ -96,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shortest-first", action="store_true",
                    help="each part's cheapest jobs first (the most finished jobs by --deadline)")
     p.add_argument("--only", default=None, help="run only jobs whose overrides contain this text")
+    p.add_argument("--skip-finished", default=None, metavar="RESULTS",
+                   help="leave out the jobs that have a finished run under this results folder (e.g. the committed "
+                        "results/proxy/v2/eval: run ids name the commit, so a new commit would run them again)")
     p.add_argument("--list", action="store_true")
     p.add_argument("extra", nargs="*", help="more hydra overrides for every job")
     a = p.parse_args(argv)
@@ -104,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                 tuple(x for x in a.parts.split(",") if x), a.model, a.shortest_first)
     if a.only:
         todo = [j for j in todo if any(a.only in o for o in j[1])]
+    if a.skip_finished:
+        done_before = finished(Path(a.skip_finished))
+        todo = [j for j in todo if frozenset(j[1]) not in done_before]
     if a.list:
         for cost, o in todo:
             print(f"{cost:7.1f}  {' '.join(o)}")

@@ -129,3 +129,24 @@ def test_permutation_front_pairs_each_threshold_with_none_at_0_9(tmp_path):
     assert "| key perm. | 0.9 | 100.0 ± 0.0 | 0.550 | +50.0 ± 28.9 | -5.0 ± 0.0 pt |" in front
     assert "| key perm. | 0.7 | 0.0 ± 0.0 | 0.200 | — (other prompts) | — |" in front
     assert "| none perm. | 0.9 | 50.0 ± 28.9 | 0.500 | +0.0 ± 0.0 | +0.0 ± 0.0 pt |" in front
+
+
+def test_skip_finished_leaves_out_jobs_with_an_ok_run(tmp_path, capsys):
+    ev = _load("run_proxy_eval")
+    cmd = ("python -m experiments.eval model=proxy task=ruler method=pbs method.permute=none task.lengths=[8192] "
+           "task.samples=25 results_dir=/tmp/x hydra.run.dir=outputs/${now:%H} wandb.mode=disabled")
+    for name, status in (("a", "ok"), ("b", "failed")):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        c = cmd if status == "ok" else cmd.replace("[8192]", "[4096]")
+        (d / "status.json").write_text(json.dumps({"status": status, "provenance": {"command": c}}))
+    assert ev.finished(tmp_path) == {frozenset(["model=proxy", "task=ruler", "method=pbs", "method.permute=none",
+                                                 "task.lengths=[8192]", "task.samples=25"])}
+    ev.main(["--list", "--parts", "table", "--table-lengths", "4096,8192", "--skip-finished", str(tmp_path)])
+    left = [line.split()[1:] for line in capsys.readouterr().out.splitlines()]
+    # only the finished 8K job goes: the failed 4K one and every other method stay
+    assert len(left) == 2 * len(ev.TABLE_METHODS) - 1
+    assert ["model=proxy", "task=ruler", "method=pbs", "method.permute=none", "task.lengths=[4096]",
+            "task.samples=25"] in left
+    assert ["model=proxy", "task=ruler", "method=pbs", "method.permute=none", "task.lengths=[8192]",
+            "task.samples=25"] not in left
