@@ -131,6 +131,15 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
     return _mean(diffs), _se(diffs), len(diffs)
 
 
+def _paired_effect(row: dict, ref: dict) -> tuple[tuple, tuple]:
+    """Paired (score change = row − ref, density saved = ref − row in points) over the prompts both ``_samples``
+    maps hold: each a ``paired_difference`` result."""
+    change = paired_difference({s: v[0] for s, v in row.items()}, {s: v[0] for s, v in ref.items()})
+    saved = paired_difference({s: 100 * v[1] for s, v in ref.items() if v[1] is not None},
+                              {s: 100 * v[1] for s, v in row.items() if v[1] is not None})
+    return change, saved
+
+
 def table_md(rows: list[dict], title: str) -> str:
     paper = [r for r in rows if r["paper_setting"]]
     per_task = max(r["samples_per_task"] for r in paper)  # the table's sample set (sweeps may use a smaller one)
@@ -181,10 +190,7 @@ def density_table_md(rows: list[dict], title: str) -> str:
             continue
         (dn, sn), (dk, sk) = got["none"], got["key"]
         oracle = f"{got['oracle'][0]:.3f} ({got['oracle'][1]:.1f})" if "oracle" in got else "—"
-        none, key = samples["none"], samples["key"]
-        saved = paired_difference({s: 100 * v[1] for s, v in none.items() if v[1] is not None},
-                                  {s: 100 * v[1] for s, v in key.items() if v[1] is not None})
-        change = paired_difference({s: v[0] for s, v in key.items()}, {s: v[0] for s, v in none.items()})
+        change, saved = _paired_effect(samples["key"], samples["none"])
         lines.append(f"| {length:,} | {dn:.3f} ({sn:.1f}) | {dk:.3f} ({sk:.1f}) | {100 * (dn - dk):+.1f} pt | "
                      f"{100 * (dn - dk) / dn:+.1f}% | {saved[0]:+.1f} ± {saved[1]:.1f} pt | "
                      f"{change[0]:+.1f} ± {change[1]:.1f} | {oracle} |")
@@ -211,6 +217,7 @@ def curves(rows: list[dict], length: int) -> list[dict]:
                     "score_se": round(_se(xs), 2), "density": round(_mean(r["density"] for r in rs), 4)})
     return out
 
+
 def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
     """PBS's threshold points with and without the key permutation at ``length``, each against PBS without
     permutation at τ 0.9 on the same prompts: paired score change and density saved, ± their standard errors."""
@@ -228,18 +235,15 @@ def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
     for (fam, tau), samples in sorted(pts.items(), key=lambda kv: (kv[0][0] != fams[0], kv[0][1])):
         scores = [v[0] for v in samples.values()]
         dens = [v[1] for v in samples.values() if v[1] is not None]
-        change = paired_difference({s: v[0] for s, v in samples.items()}, {s: v[0] for s, v in ref.items()})
-        saved = paired_difference({s: 100 * v[1] for s, v in ref.items() if v[1] is not None},
-                                  {s: 100 * v[1] for s, v in samples.items() if v[1] is not None})
+        change, saved = _paired_effect(samples, ref)
         paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
                   else "— (other prompts) | —")
         lines.append(f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± "
                      f"{_se(scores):.1f} | {_mean(dens):.3f} | {paired} |")
     lines += ["", (f"{length:,} tokens, B 128, S 256; {len(ref)} prompts in the reference. Paired: per-prompt "
                    "differences against PBS without permutation at τ 0.9 (score change = row − reference; density "
-                   "saved = reference − row, in points of density), mean ± standard error over the prompts both ran ("
-                   "— where a row ran other prompts). A key-permutation row "
-                   "whose score change is within about one standard error of 0 and whose density saved is positive "
+                   "saved = reference − row, in points of density), mean ± standard error over the prompts both ran "
+                   "(— where a row ran other prompts). A key-permutation row whose score change is within about one standard error of 0 and whose density saved is positive "
                    "reaches the reference's accuracy with fewer blocks."), ""]
     return "\n".join(lines)
 
