@@ -12,8 +12,8 @@ Only committed files are read (in a git checkout): runs of your own in results/ 
 - results/proxy/{scores.csv, table.md, density_table.md, permutation_front.md, curves.csv, accuracy_vs_density.png} and
   results/tables/proxy-ruler.md, proxy-density.md: every method on the proxy model over the RULER-style suite, from
   the runs in results/proxy/eval (scripts/proxy_report.py); the same under results/proxy/v2/ and proxy-v2-*.md for
-  the Step 11 proxy once its GPU runs are there, and results/proxy/v2/cpu/ + proxy-v2-cpu-*.md from its runs on a
-  CPU (results/proxy/v2/eval-cpu: full attention at 4K-32K, every method at 4K; the fronts at 4K).
+  the Step 11 proxy (its GPU runs, results/proxy/v2/eval), and results/proxy/v2/cpu/ + proxy-v2-cpu-*.md from its runs on a
+  CPU (results/proxy/v2/eval-cpu: full attention at 4K-32K, every method, the fronts and three ablations at 4K).
 - results/tables/table7-<gpu>.{md,png}: the paper's Table 7 layout (dense attention, permutation, selection, sparse
   attention, total, overhead, speedup per length) from results/kernels/<gpu>.csv, beside the paper's (stacked bars).
 - results/kernels/step9/throughput.png: Step 9's kernel throughput figure (scripts/plot_kernel_throughput.py).
