@@ -5,9 +5,9 @@
 #   bash scripts/eval_proxy_gpu.sh wait 580                                              # each next one (warm)
 # carry: [".whl", ".whl-eval"] (bash scripts/fetch_gpu_wheels.sh eval) and, to skip generating the RULER samples
 # there, ".rc" (a folder of `python -m pbs.eval.ruler.cache` files for the committed proxy's tokenizer).
-# `start` installs the wheels, fills the RULER sample cache (25 samples per task at 4K-32K, every CPU core) and
-# launches the evaluation in its own process session, so it outlives the command and goes on while the machine
-# stays warm; `start` and `wait` then wait up to SECONDS (less if it ends) and pack the results so far
+# `start` installs the wheels, fills the RULER sample cache (25 samples per task at the lengths of the jobs to run,
+# every CPU core) and launches the evaluation in its own process session, so it outlives the command and goes on
+# while the machine stays warm; `start` and `wait` then wait up to SECONDS (less if it ends) and pack the results so far
 # (/tmp/proxy-v2/eval: finished runs, unfinished ones and the job logs) into $OUT/eval.tar.xz, the runner's log
 # into $OUT/runner.log. Here: `tar xJf eval.tar.xz -C /tmp/x`, keep the finished runs, `make reproduce-tables`.
 set -uo pipefail
@@ -26,7 +26,10 @@ start)
         .whl/*.whl .whl-eval/*.whl || { echo "carry .whl and .whl-eval (scripts/fetch_gpu_wheels.sh eval)"; exit 1; }
     mkdir -p "$PBS_RULER_CACHE" "$work"
     [ -d .rc ] && cp .rc/*.json.gz "$PBS_RULER_CACHE"/ 2>/dev/null
-    python3 -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama-v2 --lengths 4096,8192,16384,32768 \
+    # only the lengths of the jobs still to run (a length missing from .rc costs device time to generate)
+    lengths=$(python3 scripts/run_proxy_eval.py "$@" --list | grep -o 'task.lengths=\[[0-9]*\]' | tr -dc '0-9\n' \
+        | sort -un | paste -sd,)
+    [ -n "$lengths" ] && python3 -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama-v2 --lengths "$lengths" \
         --samples 25 --workers "$(nproc)" 2>&1 | tail -1
     echo "RULER cache ready in $(( $(date +%s) - t0 )) s"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
