@@ -230,21 +230,26 @@ def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
     if not ref or not any(f == fams[0] for f, _ in pts):
         return ""
     header = ("| PBS | τ | score ± SE | density | score change vs none τ 0.9, paired ± SE | "
-              "density saved vs none τ 0.9, paired ± SE |")
-    lines = [title, "", header, "|---|---|---|---|---|---|"]
+              "density saved vs none τ 0.9, paired ± SE | score change vs none at the same τ, paired ± SE |")
+    lines = [title, "", header, "|---|---|---|---|---|---|---|"]
     for (fam, tau), samples in sorted(pts.items(), key=lambda kv: (kv[0][0] != fams[0], kv[0][1])):
         scores = [v[0] for v in samples.values()]
         dens = [v[1] for v in samples.values() if v[1] is not None]
         change, saved = _paired_effect(samples, ref)
         paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
                   else "— (other prompts) | —")
+        same_tau = pts.get((fams[1], tau)) if fam == fams[0] else None
+        fixed = _paired_effect(samples, same_tau)[0] if same_tau else (0.0, 0.0, 0)
+        fixed_cell = f"{fixed[0]:+.1f} ± {fixed[1]:.1f}" if fixed[2] else "—"
         lines.append(f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± "
-                     f"{_se(scores):.1f} | {_mean(dens):.3f} | {paired} |")
+                     f"{_se(scores):.1f} | {_mean(dens):.3f} | {paired} | {fixed_cell} |")
     lines += ["", (f"{length:,} tokens, B 128, S 256; {len(ref)} prompts in the reference. Paired: per-prompt "
                    "differences against PBS without permutation at τ 0.9 (score change = row − reference; density "
                    "saved = reference − row, in points of density), mean ± standard error over the prompts both ran "
-                   "(— where a row ran other prompts). A key-permutation row whose score change is within about one standard error of 0 and whose density saved is positive "
-                   "reaches the reference's accuracy with fewer blocks."), ""]
+                   "(— where a row ran other prompts). A key-permutation row whose score change is within about one "
+                   "standard error of 0 and whose density saved is positive reaches the reference's accuracy with "
+                   "fewer blocks. The last column pairs a key-permutation row with PBS without permutation at its own "
+                   "τ (— where that did not run on the same prompts)."), ""]
     return "\n".join(lines)
 
 

@@ -117,6 +117,7 @@ def test_permutation_front_pairs_each_threshold_with_none_at_0_9(tmp_path):
     runs = tmp_path / "eval"
     _run(runs, "ref", "pbs", {**pbs, "permute": "none", "threshold": 0.9}, [8192], _gens(8192, 0.50, [1, 0]))
     _run(runs, "k8", "pbs", {**pbs, "permute": "key", "threshold": 0.8}, [8192], _gens(8192, 0.30, [1, 0]))
+    _run(runs, "n8", "pbs", {**pbs, "permute": "none", "threshold": 0.8}, [8192], _gens(8192, 0.30, [0, 0]))
     _run(runs, "k9", "pbs", {**pbs, "permute": "key", "threshold": 0.9}, [8192], _gens(8192, 0.55, [1, 1]))
     # other prompts: a run over two lengths numbers its 8K samples differently, so it is not paired
     _run(runs, "k7", "pbs", {**pbs, "permute": "key", "threshold": 0.7}, [4096, 8192], _gens(8192, 0.20, [0, 0]))
@@ -124,11 +125,14 @@ def test_permutation_front_pairs_each_threshold_with_none_at_0_9(tmp_path):
     rep.main(["--runs", str(runs), "--out", str(out), "--sweep-length", "8192"])
     front = (out / "permutation_front.md").read_text()
     # tau 0.8: the same answers on the same 4 prompts (change 0) with 20 density points fewer on each
-    assert "| key perm. | 0.8 | 50.0 ± 28.9 | 0.300 | +0.0 ± 0.0 | +20.0 ± 0.0 pt |" in front
-    # tau 0.9: per-prompt score differences 0, 100, 0, 100 -> 50 ± sd/2 = 28.9; 5 density points more
-    assert "| key perm. | 0.9 | 100.0 ± 0.0 | 0.550 | +50.0 ± 28.9 | -5.0 ± 0.0 pt |" in front
-    assert "| key perm. | 0.7 | 0.0 ± 0.0 | 0.200 | — (other prompts) | — |" in front
-    assert "| none perm. | 0.9 | 50.0 ± 28.9 | 0.500 | +0.0 ± 0.0 | +0.0 ± 0.0 pt |" in front
+    # ... and against none at its own tau 0.8 (answers 0, 0 per task): differences 100, 0, 100, 0 -> +50 ± 28.9
+    assert "| key perm. | 0.8 | 50.0 ± 28.9 | 0.300 | +0.0 ± 0.0 | +20.0 ± 0.0 pt | +50.0 ± 28.9 |" in front
+    # tau 0.9: per-prompt score differences 0, 100, 0, 100 -> 50 ± sd/2 = 28.9; 5 density points more (and the
+    # reference is none at its own tau)
+    assert "| key perm. | 0.9 | 100.0 ± 0.0 | 0.550 | +50.0 ± 28.9 | -5.0 ± 0.0 pt | +50.0 ± 28.9 |" in front
+    assert "| key perm. | 0.7 | 0.0 ± 0.0 | 0.200 | — (other prompts) | — | — |" in front
+    assert "| none perm. | 0.9 | 50.0 ± 28.9 | 0.500 | +0.0 ± 0.0 | +0.0 ± 0.0 pt | — |" in front
+    assert "| none perm. | 0.8 | 0.0 ± 0.0 | 0.300 | -50.0 ± 28.9 | +20.0 ± 0.0 pt | — |" in front
 
 
 def test_skip_finished_leaves_out_jobs_with_an_ok_run(tmp_path, capsys):
