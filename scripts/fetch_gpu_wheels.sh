@@ -4,7 +4,9 @@
 # into pure-Python wheels:
 #   .whl/       the Hydra apps: hydra-core 1.3.2, omegaconf 2.3.0, antlr4-python3-runtime 4.9.3 (0.4 MB)
 #   .whl-eval/  with `eval`: lm-eval 0.4.13 and what it needs beyond the image (datasets, evaluate, dill,
-#               multiprocess, nltk, pytablewriter and its helpers, rouge-score, sqlitedict, word2number; 13 MB).
+#               multiprocess, nltk, pytablewriter and its helpers, rouge-score, sqlitedict, word2number; 4 MB:
+#               lm-eval's wheel without the built-in task folders this project does not run,
+#               scripts/slim_lm_eval_wheel.py).
 #               wandb is not among them: evaluation commands there pass wandb.mode=disabled.
 # Separate folders because the device's working tree holds 64 MiB: a training call carries .whl and the corpus,
 # # an evaluation call .whl and .whl-eval. Run it here, where pip reaches PyPI (`bash scripts/fetch_gpu_wheels.sh
@@ -31,5 +33,6 @@ if [ "${1:-}" = eval ]; then
     tcolorpy==0.1.7 typepy==1.3.5 chardet==6.0.0.post1
     "$PY" -m pip wheel -q --disable-pip-version-check --no-deps -w .whl-eval rouge-score==0.1.2 sqlitedict==2.1.0 \
         word2number==1.1
+    "$PY" scripts/slim_lm_eval_wheel.py .whl-eval/lm_eval-0.4.13-py3-none-any.whl
 fi
 ls -l .whl .whl-eval 2>/dev/null
