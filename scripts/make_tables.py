@@ -9,11 +9,12 @@
   LongBench's category means and "Avg" (their mean, as Table 1), every task's score, with the run ids.
 
 Only committed files are read (in a git checkout): runs of your own in results/ do not leak into the tables.
-- results/proxy/{scores.csv, table.md, density_table.md, permutation_front.md, curves.csv, accuracy_vs_density.png} and
+- results/proxy/{scores.csv, table.md, density_table.md, permutation_front.md, ablations.md, curves.csv,
+  accuracy_vs_density.png, ablations.png} and
   results/tables/proxy-ruler.md, proxy-density.md: every method on the proxy model over the RULER-style suite, from
   the runs in results/proxy/eval (scripts/proxy_report.py); the same under results/proxy/v2/ and proxy-v2-*.md for
   the Step 11 proxy (its GPU runs, results/proxy/v2/eval), and results/proxy/v2/cpu/ + proxy-v2-cpu-*.md from its runs on a
-  CPU (results/proxy/v2/eval-cpu: full attention at 4K-32K, every method, the fronts and three ablations at 4K).
+  CPU (results/proxy/v2/eval-cpu: full attention at 4K-32K, every method, the fronts and the ablations at 4K).
 - results/tables/table7-<gpu>.{md,png}: the paper's Table 7 layout (dense attention, permutation, selection, sparse
   attention, total, overhead, speedup per length) from results/kernels/<gpu>.csv, beside the paper's (stacked bars).
 - results/kernels/step9/throughput.png: Step 9's kernel throughput figure (scripts/plot_kernel_throughput.py).

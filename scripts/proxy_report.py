@@ -15,7 +15,9 @@ score, density over layers and heads) and writes:
   permutation per length (absolute and relative reduction), the oracle's at the same τ, the scores beside them;
 - ``<out>/permutation_front.md``: at the sweep length, every PBS threshold point with and without the key
   permutation against PBS without it at τ 0.9 on the same prompts (paired score change and density saved ± SE):
-  whether the permutation reaches equal accuracy at lower density.
+  whether the permutation reaches equal accuracy at lower density;
+- ``<out>/ablations.md``: at the sweep length, every ablation point against the paper's PBS at the same τ on the
+  same prompts (paired score change and density change ± SE).
 """
 
 from __future__ import annotations
@@ -253,6 +255,36 @@ def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
     return "\n".join(lines)
 
 
+def ablations_md(rows: list[dict], length: int, title: str) -> str:
+    """Each PBS ablation point at ``length`` against the paper's PBS (key permutation, B 128, S 256) at the same τ on
+    the same prompts: paired score change and density change (points), ± their standard errors."""
+    pts: dict[tuple, dict] = defaultdict(dict)
+    for r in rows:
+        swept = r["length"] == length and r["method"] == "pbs" and r["setting"].startswith("threshold=")
+        if swept and (r["ablation"] or r["family"] == "pbs (key perm.)"):
+            pts[(r["family"], float(r["setting"].removeprefix("threshold=")))].update(r["_samples"])
+    ablations = sorted(k for k in pts if k[0] != "pbs (key perm.)")
+    if not ablations:
+        return ""
+    header = "| ablation | τ | score ± SE | density | score change, paired ± SE | density change, paired ± SE |"
+    lines = [title, "", header, "|---|---|---|---|---|---|"]
+    for fam, tau in ablations:
+        samples = pts[(fam, tau)]
+        scores = [v[0] for v in samples.values()]
+        dens = [v[1] for v in samples.values() if v[1] is not None]
+        ref = pts.get(("pbs (key perm.)", tau))
+        change, saved = _paired_effect(samples, ref) if ref else ((0.0, 0.0, 0), (0.0, 0.0, 0))
+        paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {-saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
+                  else "— | —")
+        lines.append(f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± "
+                     f"{_se(scores):.1f} | {_mean(dens):.3f} | {paired} |")
+    lines += ["", (f"{length:,} tokens. Paired: per-prompt differences against PBS at the paper's setting (key "
+                   "permutation per query head, B 128, S 256) at the same τ, mean ± standard error over the prompts "
+                   "both ran (score change and density change = ablation − paper's setting; — where the paper's "
+                   "setting did not run at that τ on the same prompts)."), ""]
+    return "\n".join(lines)
+
+
 def provenance_footer(rows: list[dict]) -> str:
     """The runs' GPUs, versions, dates and commits, and the command that ran them (one line for the figure)."""
     provs = [r["_provenance"] for r in rows if r["_provenance"]]
@@ -330,6 +362,10 @@ def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None
                                  f"equal accuracy ({a.sweep_length:,} tokens)")
     if front:
         (out / "permutation_front.md").write_text(front)
+    ablations = ablations_md(rows, a.sweep_length, f"## {model}: PBS ablations against the paper's setting "
+                             f"({a.sweep_length:,} tokens)")
+    if ablations:
+        (out / "ablations.md").write_text(ablations)
     pts = curves(rows, a.sweep_length)
     if pts:
         write_csv(out / "curves.csv", pts)

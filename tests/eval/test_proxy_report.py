@@ -89,6 +89,12 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
     ablation_rows = [r for r in curves[1:] if "S=512" in r]
     assert len(ablation_rows) == 2 and all(",True," in r for r in ablation_rows)
     assert (out / "ablations.png").stat().st_size > 0 and (out / "accuracy_vs_density.png").stat().st_size > 0
+    ablations = (out / "ablations.md").read_text()
+    # S=512 at tau 0.7 against key perm. at tau 0.7 on the same 4 prompts: answers 1, 0 vs 0, 0 per task ->
+    # differences 100, 0, 100, 0 -> +50 ± 28.9; density 0.25 vs 0.20 on each -> +5.0 ± 0.0 points
+    assert "| key perm., S=512 | 0.7 | 50.0 ± 28.9 | 0.250 | +50.0 ± 28.9 | +5.0 ± 0.0 pt |" in ablations
+    # at tau 0.9 the paper's setting ran over another sample set (4K and 8K in one run): not paired
+    assert "| key perm., S=512 | 0.9 | 50.0 ± 28.9 | 0.350 | — | — |" in ablations
 
 
 def test_paired_difference_by_hand():
