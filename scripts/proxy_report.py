@@ -220,14 +220,28 @@ def curves(rows: list[dict], length: int) -> list[dict]:
     return out
 
 
+def _threshold_points(rows: list[dict], length: int, keep) -> dict[tuple[str, float], dict]:
+    """(family, τ) -> the ``_samples`` of PBS's threshold runs at ``length`` whose rows ``keep`` accepts."""
+    pts: dict[tuple, dict] = defaultdict(dict)
+    for r in rows:
+        if r["length"] == length and r["method"] == "pbs" and r["setting"].startswith("threshold=") and keep(r):
+            pts[(r["family"], float(r["setting"].removeprefix("threshold=")))].update(r["_samples"])
+    return pts
+
+
+def _point_cells(fam: str, tau: float, samples: dict) -> str:
+    """A threshold point's first table cells: its family without "pbs (…)", τ, score ± SE, density."""
+    scores = [v[0] for v in samples.values()]
+    dens = [v[1] for v in samples.values() if v[1] is not None]
+    return (f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± {_se(scores):.1f} | "
+            f"{_mean(dens):.3f}")
+
+
 def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
     """PBS's threshold points with and without the key permutation at ``length``, each against PBS without
     permutation at τ 0.9 on the same prompts: paired score change and density saved, ± their standard errors."""
     fams = ("pbs (key perm.)", "pbs (none perm.)")
-    pts: dict[tuple, dict] = defaultdict(dict)
-    for r in rows:
-        if r["length"] == length and r["family"] in fams and r["setting"].startswith("threshold="):
-            pts[(r["family"], float(r["setting"].removeprefix("threshold=")))].update(r["_samples"])
+    pts = _threshold_points(rows, length, lambda r: r["family"] in fams)
     ref = pts.get(("pbs (none perm.)", 0.9))
     if not ref or not any(f == fams[0] for f, _ in pts):
         return ""
@@ -235,16 +249,13 @@ def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
               "density saved vs none τ 0.9, paired ± SE | score change vs none at the same τ, paired ± SE |")
     lines = [title, "", header, "|---|---|---|---|---|---|---|"]
     for (fam, tau), samples in sorted(pts.items(), key=lambda kv: (kv[0][0] != fams[0], kv[0][1])):
-        scores = [v[0] for v in samples.values()]
-        dens = [v[1] for v in samples.values() if v[1] is not None]
         change, saved = _paired_effect(samples, ref)
         paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
                   else "— (other prompts) | —")
         same_tau = pts.get((fams[1], tau)) if fam == fams[0] else None
         fixed = _paired_effect(samples, same_tau)[0] if same_tau else (0.0, 0.0, 0)
         fixed_cell = f"{fixed[0]:+.1f} ± {fixed[1]:.1f}" if fixed[2] else "—"
-        lines.append(f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± "
-                     f"{_se(scores):.1f} | {_mean(dens):.3f} | {paired} | {fixed_cell} |")
+        lines.append(f"{_point_cells(fam, tau, samples)} | {paired} | {fixed_cell} |")
     lines += ["", (f"{length:,} tokens, B 128, S 256; {len(ref)} prompts in the reference. Paired: per-prompt "
                    "differences against PBS without permutation at τ 0.9 (score change = row − reference; density "
                    "saved = reference − row, in points of density), mean ± standard error over the prompts both ran "
@@ -258,11 +269,7 @@ def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
 def ablations_md(rows: list[dict], length: int, title: str) -> str:
     """Each PBS ablation point at ``length`` against the paper's PBS (key permutation, B 128, S 256) at the same τ on
     the same prompts: paired score change and density change (points), ± their standard errors."""
-    pts: dict[tuple, dict] = defaultdict(dict)
-    for r in rows:
-        swept = r["length"] == length and r["method"] == "pbs" and r["setting"].startswith("threshold=")
-        if swept and (r["ablation"] or r["family"] == "pbs (key perm.)"):
-            pts[(r["family"], float(r["setting"].removeprefix("threshold=")))].update(r["_samples"])
+    pts = _threshold_points(rows, length, lambda r: r["ablation"] or r["family"] == "pbs (key perm.)")
     ablations = sorted(k for k in pts if k[0] != "pbs (key perm.)")
     if not ablations:
         return ""
@@ -270,14 +277,11 @@ def ablations_md(rows: list[dict], length: int, title: str) -> str:
     lines = [title, "", header, "|---|---|---|---|---|---|"]
     for fam, tau in ablations:
         samples = pts[(fam, tau)]
-        scores = [v[0] for v in samples.values()]
-        dens = [v[1] for v in samples.values() if v[1] is not None]
         ref = pts.get(("pbs (key perm.)", tau))
         change, saved = _paired_effect(samples, ref) if ref else ((0.0, 0.0, 0), (0.0, 0.0, 0))
         paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {-saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
                   else "— | —")
-        lines.append(f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± "
-                     f"{_se(scores):.1f} | {_mean(dens):.3f} | {paired} |")
+        lines.append(f"{_point_cells(fam, tau, samples)} | {paired} |")
     lines += ["", (f"{length:,} tokens. Paired: per-prompt differences against PBS at the paper's setting (key "
                    "permutation per query head, B 128, S 256) at the same τ, mean ± standard error over the prompts "
                    "both ran (score change and density change = ablation − paper's setting; — where the paper's "
