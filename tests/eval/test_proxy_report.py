@@ -1,24 +1,15 @@
 """scripts/run_proxy_eval.py's jobs (table, sweeps, the paper's ablations; another model folder) and
 scripts/proxy_report.py over hand-made runs: families, paper settings, Table 5's density layout, the plots."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.scripts import load_script
 
 
 def test_jobs_by_part_and_model():
-    ev = _load("run_proxy_eval")
+    ev = load_script("run_proxy_eval")
     all_jobs = ev.jobs("4096,8192", 16384, 25, 25)
     # a table job per method and length; 7 ablation settings x 5 thresholds
     assert len(all_jobs) == 2 * len(ev.TABLE_METHODS) + len(ev.SWEEPS) + 7 * 5
@@ -56,7 +47,7 @@ def _gens(length, density, scores):
 
 
 def test_report_families_density_table_and_ablation_plot(tmp_path):
-    rep = _load("proxy_report")
+    rep = load_script("proxy_report")
     pbs = {"block_size": 128, "segment_size": 256, "share_permutation": "q_head", "threshold": 0.9}
     runs = tmp_path / "eval"
     _run(runs, "a", "pbs", {**pbs, "permute": "key"}, [4096, 8192], _gens(4096, 0.40, [1, 0]) + _gens(8192, 0.30, [1, 1]))
@@ -98,7 +89,7 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
 
 
 def test_paired_difference_by_hand():
-    rep = _load("proxy_report")
+    rep = load_script("proxy_report")
     # differences 1, 2, 3, 4 over the shared keys (key "x" is in one side only): mean 2.5, sd sqrt(5/3), SE sd/2
     a = {("vt", 0): 1.0, ("vt", 1): 2.0, ("vt", 2): 3.0, ("vt", 3): 4.0, "x": 9.0}
     b = {("vt", 0): 0.0, ("vt", 1): 0.0, ("vt", 2): 0.0, ("vt", 3): 0.0}
@@ -107,7 +98,7 @@ def test_paired_difference_by_hand():
 
 
 def test_provenance_footer_names_gpu_versions_dates_commit():
-    rep = _load("proxy_report")
+    rep = load_script("proxy_report")
     prov = {"gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "triton": "3.6.0", "transformers": "5.17.0",
             "date_utc": "2026-11-26T08:01:01Z", "git_commit": "0847447461"}
     rows = [{"_provenance": prov}, {"_provenance": {**prov, "date_utc": "2026-11-27T01:00:00Z"}}]
@@ -118,7 +109,7 @@ def test_provenance_footer_names_gpu_versions_dates_commit():
 
 
 def test_permutation_front_pairs_each_threshold_with_none_at_0_9(tmp_path):
-    rep = _load("proxy_report")
+    rep = load_script("proxy_report")
     pbs = {"block_size": 128, "segment_size": 256, "share_permutation": "q_head"}
     runs = tmp_path / "eval"
     _run(runs, "ref", "pbs", {**pbs, "permute": "none", "threshold": 0.9}, [8192], _gens(8192, 0.50, [1, 0]))
@@ -142,7 +133,7 @@ def test_permutation_front_pairs_each_threshold_with_none_at_0_9(tmp_path):
 
 
 def test_skip_finished_leaves_out_jobs_with_an_ok_run(tmp_path, capsys):
-    ev = _load("run_proxy_eval")
+    ev = load_script("run_proxy_eval")
     cmd = ("python -m experiments.eval model=proxy task=ruler method=pbs method.permute=none task.lengths=[8192] "
            "task.samples=25 results_dir=/tmp/x hydra.run.dir=outputs/${now:%H} wandb.mode=disabled")
     for name, status in (("a", "ok"), ("b", "failed")):

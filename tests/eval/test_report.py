@@ -3,15 +3,12 @@
 committed runs only."""
 
 import csv
-import importlib.util
 import json
 import subprocess
-from pathlib import Path
 
 from pbs.eval.report import format_table, main, report_rows, rows_from_index
 from pbs.eval.results import INDEX_COLUMNS, RunStore
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 def _write(path, rows, fields=INDEX_COLUMNS):
@@ -30,10 +27,7 @@ def _row(run, task, score, level="task", metric="", method="pbs", kwargs=None, m
 
 
 def _make_tables():
-    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_tables")
 
 
 def test_benchmarks_are_never_mixed_and_lengths_get_their_own_rows(tmp_path):

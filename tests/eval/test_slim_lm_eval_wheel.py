@@ -2,13 +2,12 @@
 
 import base64
 import hashlib
-import importlib.util
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
+
 FILES = {
     "lm_eval/__init__.py": "VERSION = 1\n",
     "lm_eval/tasks/__init__.py": "from .manager import X\n",
@@ -21,20 +20,13 @@ FILES = {
 }
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("slim", ROOT / "scripts" / "slim_lm_eval_wheel.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_slim_drops_unused_task_folders_and_rewrites_record(tmp_path):
     wheel = tmp_path / "lm_eval-0.4.13-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         for name, text in FILES.items():
             z.writestr(name, text)
         z.writestr("lm_eval-0.4.13.dist-info/RECORD", "stale,sha256=x,1\n")
-    assert _load().slim(wheel) == (len(FILES) + 1, len(FILES) - 1)
+    assert load_script("slim_lm_eval_wheel").slim(wheel) == (len(FILES) + 1, len(FILES) - 1)
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         record = z.read("lm_eval-0.4.13.dist-info/RECORD").decode().splitlines()
