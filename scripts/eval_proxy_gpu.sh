@@ -5,11 +5,13 @@
 #   bash scripts/eval_proxy_gpu.sh wait 580                                              # each next one (warm)
 # carry: [".whl", ".whl-eval"] (bash scripts/fetch_gpu_wheels.sh eval) and, to skip generating the RULER samples
 # there, ".rc" (a folder of `python -m pbs.eval.ruler.cache` files for the committed proxy's tokenizer).
-# `start` installs the wheels, fills the RULER sample cache (25 samples per task at the lengths of the jobs to run,
-# every CPU core) and launches the evaluation in its own process session, so it outlives the command and goes on
-# while the machine stays warm; `start` and `wait` then wait up to SECONDS (less if it ends) and pack the results so far
-# (/tmp/proxy-v2/eval: finished runs, unfinished ones and the job logs) into $OUT/eval.tar.xz, the runner's log
-# into $OUT/runner.log. Here: `tar xJf eval.tar.xz -C /tmp/x`, keep the finished runs, `make reproduce-tables`.
+# `start` installs the wheels, copies the tree to /tmp/proxy-v2/repo (each device call copies the working tree in
+# again), fills the RULER sample cache (25 samples per task at the lengths of the jobs to run, every CPU core) and
+# launches the evaluation in its own process session, so it outlives the command and goes on while the machine stays
+# warm; `start` and `wait` then wait up to SECONDS (less if it ends) and pack the results so far (/tmp/proxy-v2/eval:
+# finished runs, unfinished ones and the job logs) into $OUT/eval.tar.xz, the runner's log into $OUT/runner.log.
+# Here: `tar xJf eval.tar.xz -C /tmp/x`, keep the finished runs, `make reproduce-tables`. To run the failed jobs again
+# on the same warm machine: `start ... --skip-finished results/proxy/v2/eval --skip-finished /tmp/proxy-v2/eval`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to the folder whose files come back}
@@ -24,7 +26,14 @@ case "$mode" in
 start)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl .whl-eval/*.whl || { echo "carry .whl and .whl-eval (scripts/fetch_gpu_wheels.sh eval)"; exit 1; }
+    if [ -f "$work/runner.pid" ] && [ ! -f "$work/runner.rc" ] && kill -0 "$(cat "$work/runner.pid")" 2>/dev/null; then
+        echo "an evaluation is still running on this machine: use wait"; exit 1
+    fi
+    rm -rf "$work/repo" "$work/runner.rc"
     mkdir -p "$PBS_RULER_CACHE" "$work"
+    # the evaluation runs from its own copy of the tree: each device call copies the working tree in again, and a job
+    # that starts meanwhile finds modules missing (three jobs failed so on 2026-12-07)
+    cp -a . "$work/repo"
     [ -d .rc ] && cp .rc/*.json.gz "$PBS_RULER_CACHE"/ 2>/dev/null
     # only the lengths of the jobs still to run (a length missing from .rc costs device time to generate)
     lengths=$(python3 scripts/run_proxy_eval.py "$@" --list | grep -o 'task.lengths=\[[0-9]*\]' | tr -dc '0-9\n' \
@@ -35,7 +44,7 @@ start)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers',
         transformers.__version__, 'triton', triton.__version__)"
-    setsid nohup bash -c "python3 scripts/run_proxy_eval.py --results $work/eval $* wandb.mode=disabled \
+    setsid nohup bash -c "echo \$\$ > $work/runner.pid; cd $work/repo && python3 scripts/run_proxy_eval.py --results $work/eval $* wandb.mode=disabled \
         > $work/runner.log 2>&1; echo \$? > $work/runner.rc" > /dev/null 2>&1 < /dev/null &
     echo "evaluation started at $(date -u +%FT%TZ): run_proxy_eval.py $*" ;;
 wait) [ -f "$work/runner.log" ] || { echo "no evaluation started on this machine (a fresh one?)"; exit 1; } ;;

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,6 +83,10 @@ def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int
     return out
 
 
+# what every job passes on to experiments.eval: a mistyped flag or a path would fail each job after it started
+_HYDRA_OVERRIDE = re.compile(r"(\+{1,2}[\w.-]+=.*|~[\w.-]+(=.*)?|[\w.\-/]+=.*)")
+
+
 def finished(results: Path) -> set[frozenset[str]]:
     """The override sets of the finished runs under ``results`` (their status.json commands, less where the results
     went): a job whose overrides are one of them has run, on this code or an earlier commit."""
@@ -112,19 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shortest-first", action="store_true",
                    help="each part's cheapest jobs first (the most finished jobs by --deadline)")
     p.add_argument("--only", default=None, help="run only jobs whose overrides contain this text")
-    p.add_argument("--skip-finished", default=None, metavar="RESULTS",
+    p.add_argument("--skip-finished", action="append", default=[], metavar="RESULTS",
                    help="leave out the jobs that have a finished run under this results folder (e.g. the committed "
-                        "results/proxy/v2/eval: run ids name the commit, so a new commit would run them again)")
+                        "results/proxy/v2/eval: run ids name the commit, so a new commit would run them again); "
+                        "repeat it for several folders")
     p.add_argument("--list", action="store_true")
     p.add_argument("extra", nargs="*", help="more hydra overrides for every job")
     a = p.parse_args(argv)
+    for override in a.extra:
+        if not _HYDRA_OVERRIDE.fullmatch(override):
+            p.error(f"extra arguments are hydra overrides (key=value, +key=value, ~key), got extra={override!r}")
 
     todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples,
                 tuple(x for x in a.parts.split(",") if x), a.model, a.shortest_first)
     if a.only:
         todo = [j for j in todo if any(a.only in o for o in j[1])]
-    if a.skip_finished:
-        done_before = finished(Path(a.skip_finished))
+    for results in a.skip_finished:
+        done_before = finished(Path(results))
         todo = [j for j in todo if frozenset(j[1]) not in done_before]
     if a.list:
         for cost, o in todo:

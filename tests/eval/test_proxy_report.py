@@ -151,3 +151,35 @@ def test_skip_finished_leaves_out_jobs_with_an_ok_run(tmp_path, capsys):
             "task.samples=25"] in left
     assert ["model=proxy", "task=ruler", "method=pbs", "method.permute=none", "task.lengths=[8192]",
             "task.samples=25"] not in left
+
+
+def test_skip_finished_takes_several_folders(tmp_path, capsys):
+    """A resumed evaluation skips what the committed results and the machine's own folder both finished."""
+    ev = load_script("run_proxy_eval")
+    for folder, length in (("committed", 8192), ("machine", 4096)):
+        d = tmp_path / folder / "runs" / "r"
+        d.mkdir(parents=True)
+        cmd = (f"python -m experiments.eval model=proxy task=ruler method=full task.lengths=[{length}] "
+               "task.samples=25 results_dir=/tmp/x")
+        (d / "status.json").write_text(json.dumps({"status": "ok", "provenance": {"command": cmd}}))
+    ev.main(["--list", "--parts", "table", "--table-lengths", "4096,8192",
+             "--skip-finished", str(tmp_path / "committed"), "--skip-finished", str(tmp_path / "machine")])
+    left = [line.split()[1:] for line in capsys.readouterr().out.splitlines()]
+    assert len(left) == 2 * len(ev.TABLE_METHODS) - 2
+    assert not any("method=full" in o for o in left)
+
+
+@pytest.mark.parametrize("extra", ["/tmp/proxy-v2/eval", "eval", "wandb.mode"])
+def test_extra_arguments_must_be_hydra_overrides(extra, capsys):
+    """Anything that is not an override is refused before a job starts (each job would fail on it)."""
+    ev = load_script("run_proxy_eval")
+    with pytest.raises(SystemExit):
+        ev.main(["--list", "--parts", "table", extra])
+    assert f"got extra={extra!r}" in capsys.readouterr().err
+
+
+def test_hydra_overrides_pass_as_extra(capsys):
+    ev = load_script("run_proxy_eval")
+    assert ev.main(["--list", "--parts", "table", "--table-lengths", "4096", "wandb.mode=disabled",
+                    "+trainer.x=1", "~task.limit", "hydra.run.dir=outputs/${now:%H}"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(load_script("run_proxy_eval").TABLE_METHODS)
