@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,6 +267,26 @@ def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
     return "\n".join(lines)
 
 
+def front_at(points: list[tuple[float, float, float]], density: float) -> tuple[float, float] | None:
+    """(score, SE) of the front through ``points`` (density, score, SE) at ``density``, linear between the two
+    neighbouring points (SE interpolated the same way: no smaller than that of the weighted mean of the two); None
+    outside the points' density range."""
+    pts = sorted(points)
+    for (d0, s0, e0), (d1, s1, e1) in pairwise(pts):
+        if d0 <= density <= d1:
+            w = (density - d0) / (d1 - d0) if d1 > d0 else 0.0
+            return s0 + w * (s1 - s0), e0 + w * (e1 - e0)
+    if len(pts) == 1 and pts[0][0] == density:
+        return pts[0][1], pts[0][2]
+    return None
+
+
+def _summary(samples: dict) -> tuple[float, float, float]:
+    """(mean density, mean score, score SE) of a threshold point's ``_samples``."""
+    scores = [v[0] for v in samples.values()]
+    return _mean(v[1] for v in samples.values() if v[1] is not None), _mean(scores), _se(scores)
+
+
 def ablations_md(rows: list[dict], length: int, title: str) -> str:
     """Each PBS ablation point at ``length`` against the paper's PBS (key permutation, B 128, S 256) at the same τ on
     the same prompts: paired score change and density change (points), ± their standard errors."""
@@ -273,19 +294,25 @@ def ablations_md(rows: list[dict], length: int, title: str) -> str:
     ablations = sorted(k for k in pts if k[0] != "pbs (key perm.)")
     if not ablations:
         return ""
-    header = "| ablation | τ | score ± SE | density | score change, paired ± SE | density change, paired ± SE |"
-    lines = [title, "", header, "|---|---|---|---|---|---|"]
+    paper_front = [_summary(v) for (fam, _), v in pts.items() if fam == "pbs (key perm.)"]
+    header = ("| ablation | τ | score ± SE | density | score change, paired ± SE | density change, paired ± SE | "
+              "paper's setting at this density ± SE |")
+    lines = [title, "", header, "|---|---|---|---|---|---|---|"]
     for fam, tau in ablations:
         samples = pts[(fam, tau)]
         ref = pts.get(("pbs (key perm.)", tau))
         change, saved = _paired_effect(samples, ref) if ref else ((0.0, 0.0, 0), (0.0, 0.0, 0))
         paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {-saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
                   else "— | —")
-        lines.append(f"{_point_cells(fam, tau, samples)} | {paired} |")
+        at = front_at(paper_front, _summary(samples)[0])
+        front = f"{at[0]:.1f} ± {at[1]:.1f}" if at else "— (outside its τ range)"
+        lines.append(f"{_point_cells(fam, tau, samples)} | {paired} | {front} |")
     lines += ["", (f"{length:,} tokens. Paired: per-prompt differences against PBS at the paper's setting (key "
                    "permutation per query head, B 128, S 256) at the same τ, mean ± standard error over the prompts "
                    "both ran (score change and density change = ablation − paper's setting; — where the paper's "
-                   "setting did not run at that τ on the same prompts)."), ""]
+                   "setting did not run at that τ on the same prompts). Last column: the paper's setting's front "
+                   "(its τ points) at the ablation's density, linear between the two neighbouring τ, its SE "
+                   "interpolated alike; an ablation whose score is below it lies under the paper's front."), ""]
     return "\n".join(lines)
 
 

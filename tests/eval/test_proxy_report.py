@@ -83,9 +83,23 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
     ablations = (out / "ablations.md").read_text()
     # S=512 at tau 0.7 against key perm. at tau 0.7 on the same 4 prompts: answers 1, 0 vs 0, 0 per task ->
     # differences 100, 0, 100, 0 -> +50 ± 28.9; density 0.25 vs 0.20 on each -> +5.0 ± 0.0 points
-    assert "| key perm., S=512 | 0.7 | 50.0 ± 28.9 | 0.250 | +50.0 ± 28.9 | +5.0 ± 0.0 pt |" in ablations
-    # at tau 0.9 the paper's setting ran over another sample set (4K and 8K in one run): not paired
-    assert "| key perm., S=512 | 0.9 | 50.0 ± 28.9 | 0.350 | — | — |" in ablations
+    # last column: the paper's front at 8K runs through (0.20, 0) at tau 0.7 and (0.30, 100) at tau 0.9; at 0.25 -> 50
+    assert ("| key perm., S=512 | 0.7 | 50.0 ± 28.9 | 0.250 | +50.0 ± 28.9 | +5.0 ± 0.0 pt | 50.0 ± 0.0 |"
+            in ablations)
+    # at tau 0.9 the paper's setting ran over another sample set (4K and 8K in one run): not paired; 0.35 is
+    # beyond the paper's densest point
+    assert ("| key perm., S=512 | 0.9 | 50.0 ± 28.9 | 0.350 | — | — | — (outside its τ range) |"
+            in ablations)
+
+
+def test_front_at_interpolates_between_neighbouring_points():
+    rep = load_script("proxy_report")
+    front = [(0.5, 90.0, 1.0), (0.2, 80.0, 3.0), (0.3, 86.0, 2.0)]  # (density, score, SE), any order
+    assert rep.front_at(front, 0.25) == pytest.approx((83.0, 2.5))
+    assert rep.front_at(front, 0.45) == pytest.approx((89.0, 1.25))
+    assert rep.front_at(front, 0.3) == pytest.approx((86.0, 2.0))
+    assert rep.front_at(front, 0.1) is None and rep.front_at(front, 0.6) is None
+    assert rep.front_at([(0.4, 70.0, 2.0)], 0.4) == (70.0, 2.0) and rep.front_at([], 0.4) is None
 
 
 def test_paired_difference_by_hand():
