@@ -10,7 +10,8 @@
 # launches the evaluation in its own process session, so it outlives the command and goes on while the machine stays
 # warm; `start` and `wait` then wait up to SECONDS (less if it ends) and pack the results so far (/tmp/proxy-v2/eval:
 # finished runs, unfinished ones and the job logs) into $OUT/eval.tar.xz, the runner's log into $OUT/runner.log.
-# Here: `tar xJf eval.tar.xz -C /tmp/x`, keep the finished runs, `make reproduce-tables`. To run the failed jobs again
+# Here: `python scripts/collect_gpu_runs.py <files_at>/eval.tar.xz` (the finished runs and their logs into
+# results/proxy/v2/eval), commit, `make reproduce-tables`. To run the failed jobs again
 # on the same warm machine: `start ... --skip-finished results/proxy/v2/eval --skip-finished /tmp/proxy-v2/eval`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
