@@ -37,7 +37,8 @@ start)
     cp -a . "$work/repo"
     [ -d .rc ] && cp .rc/*.json.gz "$PBS_RULER_CACHE"/ 2>/dev/null
     # only the lengths of the jobs still to run (a length missing from .rc costs device time to generate)
-    lengths=$(python3 scripts/run_proxy_eval.py "$@" --list | grep -o 'task.lengths=\[[0-9]*\]' | tr -dc '0-9\n' \
+    joblist=$(python3 scripts/run_proxy_eval.py "$@" --list) || exit 2  # bad arguments: said before any job runs
+    lengths=$(echo "$joblist" | grep -o 'task.lengths=\[[0-9]*\]' | tr -dc '0-9\n' \
         | sort -un | paste -sd,)
     [ -n "$lengths" ] && python3 -m pbs.eval.ruler.cache --tokenizer models/pbs-proxy-llama-v2 --lengths "$lengths" \
         --samples 25 --workers "$(nproc)" 2>&1 | tail -1
