@@ -13,7 +13,6 @@ not copied. Commit the runs before ``make reproduce-tables``: it reads committed
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tarfile
@@ -28,10 +27,6 @@ from pbs.eval.results import RunStore
 _FINISHED_LOG = "1 job: 1 ok"  # the summary line of a job whose one run finished
 
 
-def _status(run: Path) -> dict:
-    return json.loads((run / "status.json").read_text())
-
-
 def _free_name(logs: Path, name: str) -> str:
     stem, suffix, k = Path(name).stem, Path(name).suffix, 2
     while (logs / name).exists():
@@ -41,27 +36,27 @@ def _free_name(logs: Path, name: str) -> str:
 
 def collect(source: Path, into: Path) -> dict[str, list[str]]:
     """Copy ``source``'s finished runs and their logs into ``into`` (both results folders with ``runs/``, ``logs/``)
-    and rebuild ``into/index.csv``; returns run ids by outcome (``copied``, ``present``, ``failed``, ``unfinished``)
-    and the log names copied (``logs``)."""
+    and rebuild ``into/index.csv``; returns run ids by outcome (``copied``, ``present``; ``failed`` with its error line,
+    ``unfinished`` with its state) and the log names copied (``logs``). Raises ValueError, copying nothing, where a
+    finished run's id is in ``into`` with another ``status.json``."""
     out: dict[str, list[str]] = {k: [] for k in ("copied", "present", "failed", "unfinished", "logs")}
-    runs = sorted(p.parent for p in source.glob("runs/*/status.json"))
-    for run in runs:
-        state = _status(run)
-        if state.get("status") != "ok":
-            if state.get("status") == "failed":
-                out["failed"].append(f"{run.name}: {(state.get('error') or 'no error recorded').splitlines()[0]}")
-            else:
-                out["unfinished"].append(run.name)
-            continue
-        target = into / "runs" / run.name
-        if target.exists():
-            if (target / "status.json").read_bytes() != (run / "status.json").read_bytes():
-                raise ValueError(f"run {run.name} is already in {into} with another status.json: two results for "
-                                 "one run id; compare them before copying")
-            out["present"].append(run.name)
-            continue
-        shutil.copytree(run, target)
-        out["copied"].append(run.name)
+    found, have = RunStore(source), RunStore(into)
+    finished = [p.parent.name for p in sorted(source.glob("runs/*/status.json")) if found.state(p.parent.name) == "ok"]
+    clashes = [rid for rid in finished if have.record(rid) not in (None, found.record(rid))]
+    if clashes:  # checked before anything is copied: a refused collect leaves ``into`` as it was
+        raise ValueError(f"run {', '.join(clashes)} already in {into} with another status.json: two results for one "
+                         "run id; compare them before copying")
+    for path in sorted(source.glob("runs/*/status.json")):
+        rid, state = path.parent.name, found.state(path.parent.name)
+        if state == "failed":
+            out["failed"].append(f"{rid}: {(found.record(rid).get('error') or 'no error recorded').splitlines()[0]}")
+        elif state != "ok":
+            out["unfinished"].append(f"{rid} ({state})")
+        elif have.record(rid) is not None:
+            out["present"].append(rid)
+        else:
+            shutil.copytree(found.run_dir(rid), have.run_dir(rid))
+            out["copied"].append(rid)
     (into / "logs").mkdir(parents=True, exist_ok=True)
     for log in sorted(source.glob("logs/*.log")):
         text = log.read_bytes()
@@ -92,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             source = Path(tmp) / "eval"
         if not (source / "runs").is_dir():
             p.error(f"archive={str(a.archive)!r} holds no eval/runs/ folder")
-        out = collect(source, a.into)
+        try:
+            out = collect(source, a.into)
+        except ValueError as e:
+            p.error(str(e))
     print(f"{len(out['copied'])} runs copied, {len(out['present'])} already there, {len(out['logs'])} logs; "
           f"{len(out['failed'])} failed, {len(out['unfinished'])} unfinished (not copied)")
     for line in out["failed"]:
         print(f"  failed  {line}")
-    for rid in out["unfinished"]:
-        print(f"  unfinished  {rid}")
+    for line in out["unfinished"]:
+        print(f"  unfinished  {line}")
     return 0
 
 

@@ -44,7 +44,7 @@ def test_collect_copies_finished_runs_and_logs_and_rebuilds_the_index(folders):
     out = load_script("collect_gpu_runs").collect(source, into)
     assert out["copied"] == ["bbbbbbbbbbbb"] and out["present"] == ["aaaaaaaaaaaa"]
     assert out["failed"] == ["cccccccccccc: ModuleNotFoundError: No module named 'pbs.x'"]
-    assert out["unfinished"] == ["dddddddddddd"]
+    assert out["unfinished"] == ["dddddddddddd (interrupted)"]  # "running" without a live claim
     assert sorted(p.name for p in (into / "runs").iterdir()) == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     # the earlier session's log stays; this session's log of the same name comes in beside it, the failed one not
     assert out["logs"] == ["00_pbs-2.log"]
@@ -63,8 +63,11 @@ def test_collect_refuses_two_results_for_one_run_id(folders):
     source, into = folders
     (source / "runs" / "aaaaaaaaaaaa" / "status.json").write_text(json.dumps({"status": "ok", "error": None,
                                                                             "device": "cpu"}))
-    with pytest.raises(ValueError, match="aaaaaaaaaaaa is already in .* with another status.json"):
+    with pytest.raises(ValueError, match="run aaaaaaaaaaaa already in .* with another status.json"):
         load_script("collect_gpu_runs").collect(source, into)
+    # refused before copying anything: the new run is not there, the index not rebuilt
+    assert sorted(p.name for p in (into / "runs").iterdir()) == ["aaaaaaaaaaaa"]
+    assert not (into / "index.csv").exists()
 
 
 def test_main_reads_the_archive(folders, tmp_path, capsys):
