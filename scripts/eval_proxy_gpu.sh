@@ -25,11 +25,11 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFL
 t0=$(date +%s)
 case "$mode" in
 start)
+    if [ -f "$work/runner.pid" ] && [ ! -f "$work/runner.rc" ] && kill -0 "$(cat "$work/runner.pid")" 2>/dev/null; then
+        echo "an evaluation is still running on this machine: use wait"; exit 1  # before the wheels under its jobs are replaced
+    fi
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl .whl-eval/*.whl || { echo "carry .whl and .whl-eval (scripts/fetch_gpu_wheels.sh eval)"; exit 1; }
-    if [ -f "$work/runner.pid" ] && [ ! -f "$work/runner.rc" ] && kill -0 "$(cat "$work/runner.pid")" 2>/dev/null; then
-        echo "an evaluation is still running on this machine: use wait"; exit 1
-    fi
     rm -rf "$work/repo" "$work/runner.rc"
     mkdir -p "$PBS_RULER_CACHE" "$work"
     # the evaluation runs from its own copy of the tree: each device call copies the working tree in again, and a job
@@ -46,7 +46,8 @@ start)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers',
         transformers.__version__, 'triton', triton.__version__)"
-    setsid nohup bash -c "echo \$\$ > $work/runner.pid; cd $work/repo && python3 scripts/run_proxy_eval.py --results $work/eval $* wandb.mode=disabled \
+    args=$(printf '%q ' "$@")  # each argument as typed: the inner shell must not expand ${now:...} or [16384]
+    setsid nohup bash -c "echo \$\$ > $work/runner.pid; cd $work/repo && python3 scripts/run_proxy_eval.py --results $work/eval $args wandb.mode=disabled \
         > $work/runner.log 2>&1; echo \$? > $work/runner.rc" > /dev/null 2>&1 < /dev/null &
     echo "evaluation started at $(date -u +%FT%TZ): run_proxy_eval.py $*" ;;
 wait) [ -f "$work/runner.log" ] || { echo "no evaluation started on this machine (a fresh one?)"; exit 1; } ;;

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -233,9 +234,8 @@ def _threshold_points(rows: list[dict], length: int, keep) -> dict[tuple[str, fl
 def _point_cells(fam: str, tau: float, samples: dict) -> str:
     """A threshold point's first table cells: its family without "pbs (…)", τ, score ± SE, density."""
     scores = [v[0] for v in samples.values()]
-    dens = [v[1] for v in samples.values() if v[1] is not None]
     return (f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± {_se(scores):.1f} | "
-            f"{_mean(dens):.3f}")
+            f"{_density(samples):.3f}")
 
 
 def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
@@ -267,24 +267,23 @@ def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
     return "\n".join(lines)
 
 
-def front_at(points: list[tuple[float, float, float]], density: float) -> tuple[float, float] | None:
-    """(score, SE) of the front through ``points`` (density, score, SE) at ``density``, linear between the two
-    neighbouring points (SE interpolated the same way: no smaller than that of the weighted mean of the two); None
-    outside the points' density range."""
-    pts = sorted(points)
-    for (d0, s0, e0), (d1, s1, e1) in pairwise(pts):
+def _density(samples: dict) -> float:
+    """Mean density of a threshold point's ``_samples`` (NaN where none was recorded)."""
+    return _mean(v[1] for v in samples.values() if v[1] is not None)
+
+
+def front_at(front: list[dict], density: float) -> dict | None:
+    """Per-prompt scores of the front through the threshold points ``front`` (``_samples`` maps) at ``density``:
+    linear between the two points whose mean densities enclose it, prompt by prompt (so a point can be paired with
+    it); None outside their range or where a density is NaN."""
+    pts = sorted(((_density(f), f) for f in front if not math.isnan(_density(f))), key=lambda t: t[0])
+    for (d0, f0), (d1, f1) in pairwise(pts):
         if d0 <= density <= d1:
             w = (density - d0) / (d1 - d0) if d1 > d0 else 0.0
-            return s0 + w * (s1 - s0), e0 + w * (e1 - e0)
+            return {s: (1 - w) * f0[s][0] + w * f1[s][0] for s in f0.keys() & f1.keys()}
     if len(pts) == 1 and pts[0][0] == density:
-        return pts[0][1], pts[0][2]
+        return {s: v[0] for s, v in pts[0][1].items()}
     return None
-
-
-def _summary(samples: dict) -> tuple[float, float, float]:
-    """(mean density, mean score, score SE) of a threshold point's ``_samples``."""
-    scores = [v[0] for v in samples.values()]
-    return _mean(v[1] for v in samples.values() if v[1] is not None), _mean(scores), _se(scores)
 
 
 def ablations_md(rows: list[dict], length: int, title: str) -> str:
@@ -294,9 +293,9 @@ def ablations_md(rows: list[dict], length: int, title: str) -> str:
     ablations = sorted(k for k in pts if k[0] != "pbs (key perm.)")
     if not ablations:
         return ""
-    paper_front = [_summary(v) for (fam, _), v in pts.items() if fam == "pbs (key perm.)"]
+    paper_front = [v for (fam, _), v in pts.items() if fam == "pbs (key perm.)"]
     header = ("| ablation | τ | score ± SE | density | score change, paired ± SE | density change, paired ± SE | "
-              "paper's setting at this density ± SE |")
+              "score vs the paper's front at this density, paired ± SE |")
     lines = [title, "", header, "|---|---|---|---|---|---|---|"]
     for fam, tau in ablations:
         samples = pts[(fam, tau)]
@@ -304,15 +303,19 @@ def ablations_md(rows: list[dict], length: int, title: str) -> str:
         change, saved = _paired_effect(samples, ref) if ref else ((0.0, 0.0, 0), (0.0, 0.0, 0))
         paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {-saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
                   else "— | —")
-        at = front_at(paper_front, _summary(samples)[0])
-        front = f"{at[0]:.1f} ± {at[1]:.1f}" if at else "— (outside its τ range)"
+        at = front_at(paper_front, _density(samples))
+        vs_front = paired_difference({s: v[0] for s, v in samples.items()}, at) if at else (0.0, 0.0, 0)
+        front = (f"{vs_front[0]:+.1f} ± {vs_front[1]:.1f}" if vs_front[2]
+                 else "— (outside its τ range)" if at is None else "— (other prompts)")
         lines.append(f"{_point_cells(fam, tau, samples)} | {paired} | {front} |")
     lines += ["", (f"{length:,} tokens. Paired: per-prompt differences against PBS at the paper's setting (key "
                    "permutation per query head, B 128, S 256) at the same τ, mean ± standard error over the prompts "
                    "both ran (score change and density change = ablation − paper's setting; — where the paper's "
-                   "setting did not run at that τ on the same prompts). Last column: the paper's setting's front "
-                   "(its τ points) at the ablation's density, linear between the two neighbouring τ, its SE "
-                   "interpolated alike; an ablation whose score is below it lies under the paper's front."), ""]
+                   "setting did not run at that τ on the same prompts). Last column: the ablation's score − the paper's "
+                   "setting's front at the ablation's density (each prompt's score interpolated linearly between the "
+                   "two τ points of the paper's setting whose densities enclose it), mean ± standard error over the "
+                   "prompts; — where the density lies outside the paper's τ points or they ran other prompts. "
+                   "Negative: below the paper's front."), ""]
     return "\n".join(lines)
 
 

@@ -84,7 +84,7 @@ def jobs(table_lengths: str, sweep_length: int, samples: int, sweep_samples: int
 
 
 # what every job passes on to experiments.eval: a mistyped flag or a path would fail each job after it started
-_HYDRA_OVERRIDE = re.compile(r"(\+{1,2}[\w.-]+=.*|~[\w.-]+(=.*)?|[\w.\-/]+=.*)")
+_HYDRA_OVERRIDE = re.compile(r"\+{0,2}[\w.\-/@]+=.*|~[\w.\-/@]+(=.*)?")
 
 
 def finished(results: Path) -> set[frozenset[str]]:

@@ -83,23 +83,40 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
     ablations = (out / "ablations.md").read_text()
     # S=512 at tau 0.7 against key perm. at tau 0.7 on the same 4 prompts: answers 1, 0 vs 0, 0 per task ->
     # differences 100, 0, 100, 0 -> +50 ± 28.9; density 0.25 vs 0.20 on each -> +5.0 ± 0.0 points
-    # last column: the paper's front at 8K runs through (0.20, 0) at tau 0.7 and (0.30, 100) at tau 0.9; at 0.25 -> 50
-    assert ("| key perm., S=512 | 0.7 | 50.0 ± 28.9 | 0.250 | +50.0 ± 28.9 | +5.0 ± 0.0 pt | 50.0 ± 0.0 |"
+    # last column: at 0.25 the paper's front runs between tau 0.7 (0.20) and tau 0.9 (0.30), but its tau 0.9 point
+    # ran other prompts (4K and 8K in one run), so there is nothing to pair with
+    assert ("| key perm., S=512 | 0.7 | 50.0 ± 28.9 | 0.250 | +50.0 ± 28.9 | +5.0 ± 0.0 pt | — (other prompts) |"
             in ablations)
-    # at tau 0.9 the paper's setting ran over another sample set (4K and 8K in one run): not paired; 0.35 is
-    # beyond the paper's densest point
+    # at tau 0.9 the paper's setting ran over another sample set: not paired; 0.35 is beyond its densest point
     assert ("| key perm., S=512 | 0.9 | 50.0 ± 28.9 | 0.350 | — | — | — (outside its τ range) |"
             in ablations)
 
 
-def test_front_at_interpolates_between_neighbouring_points():
+def test_front_at_interpolates_each_prompt_between_neighbouring_points():
     rep = load_script("proxy_report")
-    front = [(0.5, 90.0, 1.0), (0.2, 80.0, 3.0), (0.3, 86.0, 2.0)]  # (density, score, SE), any order
-    assert rep.front_at(front, 0.25) == pytest.approx((83.0, 2.5))
-    assert rep.front_at(front, 0.45) == pytest.approx((89.0, 1.25))
-    assert rep.front_at(front, 0.3) == pytest.approx((86.0, 2.0))
-    assert rep.front_at(front, 0.1) is None and rep.front_at(front, 0.6) is None
-    assert rep.front_at([(0.4, 70.0, 2.0)], 0.4) == (70.0, 2.0) and rep.front_at([], 0.4) is None
+    low = {"p1": (80.0, 0.2), "p2": (60.0, 0.2)}    # prompt -> (score, density): mean density 0.2
+    high = {"p1": (100.0, 0.4), "p2": (80.0, 0.4)}  # 0.4
+    no_density = {"p1": (0.0, None), "p2": (0.0, None)}
+    front = [high, no_density, low]                 # any order; a point without densities is left out
+    assert rep.front_at(front, 0.3) == pytest.approx({"p1": 90.0, "p2": 70.0})
+    assert rep.front_at(front, 0.25) == pytest.approx({"p1": 85.0, "p2": 65.0})
+    assert rep.front_at(front, 0.1) is None and rep.front_at(front, 0.5) is None
+    assert rep.front_at([low], 0.2) == {"p1": 80.0, "p2": 60.0} and rep.front_at([], 0.2) is None
+
+
+def test_ablations_pair_each_point_with_the_paper_front_at_its_density():
+    rep = load_script("proxy_report")
+
+    def row(family, tau, samples, ablation):
+        return {"length": 8192, "method": "pbs", "setting": f"threshold={tau}", "family": family,
+                "ablation": ablation, "_samples": samples}
+
+    rows = [row("pbs (key perm.)", 0.7, {"p1": (80.0, 0.2), "p2": (60.0, 0.2)}, False),
+            row("pbs (key perm.)", 0.9, {"p1": (100.0, 0.4), "p2": (80.0, 0.4)}, False),
+            # B=64 at tau 0.8: density 0.3, where the front scores 90 and 70 -> +5 on each prompt
+            row("pbs (key perm., B=64)", 0.8, {"p1": (95.0, 0.3), "p2": (75.0, 0.3)}, True)]
+    md = rep.ablations_md(rows, 8192, "## t")
+    assert "| key perm., B=64 | 0.8 | 85.0 ± 10.0 | 0.300 | — | — | +5.0 ± 0.0 |" in md
 
 
 def test_paired_difference_by_hand():
@@ -195,5 +212,6 @@ def test_extra_arguments_must_be_hydra_overrides(extra, capsys):
 def test_hydra_overrides_pass_as_extra(capsys):
     ev = load_script("run_proxy_eval")
     assert ev.main(["--list", "--parts", "table", "--table-lengths", "4096", "wandb.mode=disabled",
-                    "+trainer.x=1", "~task.limit", "hydra.run.dir=outputs/${now:%H}"]) == 0
+                    "+trainer.x=1", "++trainer.y=2", "~task.limit", "hydra.run.dir=outputs/${now:%H}",
+                    "+hydra/launcher=basic", "~hydra/sweeper", "method@backup=pbs", "task.lengths=[16384]"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(load_script("run_proxy_eval").TABLE_METHODS)
