@@ -9,7 +9,7 @@
   LongBench's category means and "Avg" (their mean, as Table 1), every task's score, with the run ids.
 
 Only committed files are read (in a git checkout): runs of your own in results/ do not leak into the tables.
-- results/proxy/{scores.csv, table.md, density_table.md, permutation_front.md, ablations.md, curves.csv,
+- results/proxy/{scores.csv, table.md, density_table.md, permutation_front.md, ablations.md + .csv, curves.csv,
   accuracy_vs_density.png, ablations.png} and
   results/tables/proxy-ruler.md, proxy-density.md: every method on the proxy model over the RULER-style suite, from
   the runs in results/proxy/eval (scripts/proxy_report.py); the same under results/proxy/v2/ and proxy-v2-*.md for

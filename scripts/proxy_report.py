@@ -16,8 +16,9 @@ score, density over layers and heads) and writes:
 - ``<out>/permutation_front.md``: at the sweep length, every PBS threshold point with and without the key
   permutation against PBS without it at τ 0.9 on the same prompts (paired score change and density saved ± SE):
   whether the permutation reaches equal accuracy at lower density;
-- ``<out>/ablations.md``: at the sweep length, every ablation point against the paper's PBS at the same τ on the
-  same prompts (paired score change and density change ± SE).
+- ``<out>/ablations.md`` and ``ablations.csv``: at the sweep length, every ablation point against the paper's PBS
+  on the same prompts, at the same τ (paired score change and density change ± SE) and at the same density (paired
+  against the paper's front interpolated prompt by prompt).
 """
 
 from __future__ import annotations
@@ -286,36 +287,54 @@ def front_at(front: list[dict], density: float) -> dict | None:
     return None
 
 
-def ablations_md(rows: list[dict], length: int, title: str) -> str:
-    """Each PBS ablation point at ``length`` against the paper's PBS (key permutation, B 128, S 256) at the same τ on
-    the same prompts: paired score change and density change (points), ± their standard errors."""
+def ablation_comparisons(rows: list[dict], length: int) -> list[dict]:
+    """Each PBS ablation point at ``length`` (one dict: ablation, τ, n, score ± SE, density) paired on the same
+    prompts with the paper's PBS (key permutation, B 128, S 256) at the same τ (``score_change``, ``density_change``
+    in points, each ``*_se``) and with the paper's front at the point's density (``vs_front``: per-prompt scores
+    interpolated between the two τ points whose densities enclose it); None where it cannot be paired, and
+    ``vs_front_note`` says why."""
     pts = _threshold_points(rows, length, lambda r: r["ablation"] or r["family"] == "pbs (key perm.)")
-    ablations = sorted(k for k in pts if k[0] != "pbs (key perm.)")
-    if not ablations:
-        return ""
     paper_front = [v for (fam, _), v in pts.items() if fam == "pbs (key perm.)"]
+    out = []
+    for fam, tau in sorted(k for k in pts if k[0] != "pbs (key perm.)"):
+        samples = pts[(fam, tau)]
+        scores = [v[0] for v in samples.values()]
+        ref = pts.get(("pbs (key perm.)", tau))
+        change, saved = _paired_effect(samples, ref) if ref else ((None, None, 0), (None, None, 0))
+        at = front_at(paper_front, _density(samples))
+        vs_front = paired_difference({s: v[0] for s, v in samples.items()}, at) if at else (None, None, 0)
+        out.append({"ablation": fam.removeprefix("pbs (").removesuffix(")"), "threshold": tau, "length": length,
+                    "n": len(samples), "score": _mean(scores), "score_se": _se(scores), "density": _density(samples),
+                    "score_change": change[0] if change[2] else None, "score_change_se": change[1] if change[2] else None,
+                    "density_change": -saved[0] if saved[2] else None, "density_change_se": saved[1] if saved[2] else None,
+                    "vs_front": vs_front[0] if vs_front[2] else None, "vs_front_se": vs_front[1] if vs_front[2] else None,
+                    "vs_front_note": "" if vs_front[2] else "outside its τ range" if at is None else "other prompts"})
+    return out
+
+
+def ablations_md(comparisons: list[dict], title: str) -> str:
+    """``ablation_comparisons`` as a markdown table with its reading."""
+    if not comparisons:
+        return ""
     header = ("| ablation | τ | score ± SE | density | score change, paired ± SE | density change, paired ± SE | "
               "score vs the paper's front at this density, paired ± SE |")
     lines = [title, "", header, "|---|---|---|---|---|---|---|"]
-    for fam, tau in ablations:
-        samples = pts[(fam, tau)]
-        ref = pts.get(("pbs (key perm.)", tau))
-        change, saved = _paired_effect(samples, ref) if ref else ((0.0, 0.0, 0), (0.0, 0.0, 0))
-        paired = (f"{change[0]:+.1f} ± {change[1]:.1f} | {-saved[0]:+.1f} ± {saved[1]:.1f} pt" if change[2]
+    for c in comparisons:
+        paired = (f"{c['score_change']:+.1f} ± {c['score_change_se']:.1f} | "
+                  f"{c['density_change']:+.1f} ± {c['density_change_se']:.1f} pt" if c["score_change"] is not None
                   else "— | —")
-        at = front_at(paper_front, _density(samples))
-        vs_front = paired_difference({s: v[0] for s, v in samples.items()}, at) if at else (0.0, 0.0, 0)
-        front = (f"{vs_front[0]:+.1f} ± {vs_front[1]:.1f}" if vs_front[2]
-                 else "— (outside its τ range)" if at is None else "— (other prompts)")
-        lines.append(f"{_point_cells(fam, tau, samples)} | {paired} | {front} |")
-    lines += ["", (f"{length:,} tokens. Paired: per-prompt differences against PBS at the paper's setting (key "
-                   "permutation per query head, B 128, S 256) at the same τ, mean ± standard error over the prompts "
-                   "both ran (score change and density change = ablation − paper's setting; — where the paper's "
-                   "setting did not run at that τ on the same prompts). Last column: the ablation's score − the paper's "
-                   "setting's front at the ablation's density (each prompt's score interpolated linearly between the "
-                   "two τ points of the paper's setting whose densities enclose it), mean ± standard error over the "
-                   "prompts; — where the density lies outside the paper's τ points or they ran other prompts. "
-                   "Negative: below the paper's front."), ""]
+        front = (f"{c['vs_front']:+.1f} ± {c['vs_front_se']:.1f}" if c["vs_front"] is not None
+                 else f"— ({c['vs_front_note']})")
+        lines.append(f"| {c['ablation']} | {c['threshold']:g} | {c['score']:.1f} ± {c['score_se']:.1f} | "
+                     f"{c['density']:.3f} | {paired} | {front} |")
+    lines += ["", (f"{comparisons[0]['length']:,} tokens. Paired: per-prompt differences against PBS at the paper's "
+                   "setting (key permutation per query head, B 128, S 256) at the same τ, mean ± standard error over "
+                   "the prompts both ran (score change and density change = ablation − paper's setting; — where the "
+                   "paper's setting did not run at that τ on the same prompts). Last column: the ablation's score − "
+                   "the paper's setting's front at the ablation's density (each prompt's score interpolated linearly "
+                   "between the two τ points of the paper's setting whose densities enclose it), mean ± standard "
+                   "error over the prompts; — where the density lies outside the paper's τ points or they ran other "
+                   "prompts. Negative: below the paper's front. The same numbers: `ablations.csv`."), ""]
     return "\n".join(lines)
 
 
@@ -396,10 +415,12 @@ def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None
                                  f"equal accuracy ({a.sweep_length:,} tokens)")
     if front:
         (out / "permutation_front.md").write_text(front)
-    ablations = ablations_md(rows, a.sweep_length, f"## {model}: PBS ablations against the paper's setting "
-                             f"({a.sweep_length:,} tokens)")
-    if ablations:
-        (out / "ablations.md").write_text(ablations)
+    comparisons = ablation_comparisons(rows, a.sweep_length)
+    if comparisons:
+        write_csv(out / "ablations.csv", [{k: round(v, 4 if k == "density" else 2) if isinstance(v, float) else v
+                                           for k, v in c.items()} for c in comparisons])
+        (out / "ablations.md").write_text(ablations_md(comparisons, f"## {model}: PBS ablations against the paper's "
+                                                       f"setting ({a.sweep_length:,} tokens)"))
     pts = curves(rows, a.sweep_length)
     if pts:
         write_csv(out / "curves.csv", pts)

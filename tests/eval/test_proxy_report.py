@@ -1,6 +1,7 @@
 """scripts/run_proxy_eval.py's jobs (table, sweeps, the paper's ablations; another model folder) and
 scripts/proxy_report.py over hand-made runs: families, paper settings, Table 5's density layout, the plots."""
 
+import csv
 import json
 
 import pytest
@@ -81,6 +82,10 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
     assert len(ablation_rows) == 2 and all(",True," in r for r in ablation_rows)
     assert (out / "ablations.png").stat().st_size > 0 and (out / "accuracy_vs_density.png").stat().st_size > 0
     ablations = (out / "ablations.md").read_text()
+    with open(out / "ablations.csv", newline="") as f:
+        csv_rows = {(r["ablation"], r["threshold"]): r for r in csv.DictReader(f)}
+    assert csv_rows[("key perm., S=512", "0.7")]["score_change"] == "50.0"
+    assert csv_rows[("key perm., S=512", "0.7")]["vs_front_note"] == "other prompts"
     # S=512 at tau 0.7 against key perm. at tau 0.7 on the same 4 prompts: answers 1, 0 vs 0, 0 per task ->
     # differences 100, 0, 100, 0 -> +50 ± 28.9; density 0.25 vs 0.20 on each -> +5.0 ± 0.0 points
     # last column: at 0.25 the paper's front runs between tau 0.7 (0.20) and tau 0.9 (0.30), but its tau 0.9 point
@@ -115,8 +120,15 @@ def test_ablations_pair_each_point_with_the_paper_front_at_its_density():
             row("pbs (key perm.)", 0.9, {"p1": (100.0, 0.4), "p2": (80.0, 0.4)}, False),
             # B=64 at tau 0.8: density 0.3, where the front scores 90 and 70 -> +5 on each prompt
             row("pbs (key perm., B=64)", 0.8, {"p1": (95.0, 0.3), "p2": (75.0, 0.3)}, True)]
-    md = rep.ablations_md(rows, 8192, "## t")
+    [c] = rep.ablation_comparisons(rows, 8192)
+    assert c["vs_front"] == pytest.approx(5.0) and c["vs_front_se"] == 0.0 and c["vs_front_note"] == ""
+    assert c["score_change"] is None and c["n"] == 2  # the paper's setting did not run at tau 0.8
+    md = rep.ablations_md([c], "## t")
     assert "| key perm., B=64 | 0.8 | 85.0 ± 10.0 | 0.300 | — | — | +5.0 ± 0.0 |" in md
+    # beyond the front's densest point: nothing to pair with, and the table and the csv say why
+    [far] = rep.ablation_comparisons([*rows[:2], row("pbs (key perm., B=64)", 0.95, {"p1": (99.0, 0.5)}, True)], 8192)
+    assert far["vs_front"] is None and far["vs_front_note"] == "outside its τ range"
+    assert "| — (outside its τ range) |" in rep.ablations_md([far], "## t")
 
 
 def test_paired_difference_by_hand():
