@@ -41,13 +41,12 @@ def collect(source: Path, into: Path) -> dict[str, list[str]]:
     finished run's id is in ``into`` with another ``status.json``."""
     out: dict[str, list[str]] = {k: [] for k in ("copied", "present", "failed", "unfinished", "logs")}
     found, have = RunStore(source), RunStore(into)
-    finished = [p.parent.name for p in sorted(source.glob("runs/*/status.json")) if found.state(p.parent.name) == "ok"]
-    clashes = [rid for rid in finished if have.record(rid) not in (None, found.record(rid))]
+    states = {p.parent.name: found.state(p.parent.name) for p in sorted(source.glob("runs/*/status.json"))}
+    clashes = [rid for rid, st in states.items() if st == "ok" and have.record(rid) not in (None, found.record(rid))]
     if clashes:  # checked before anything is copied: a refused collect leaves ``into`` as it was
         raise ValueError(f"run {', '.join(clashes)} already in {into} with another status.json: two results for one "
                          "run id; compare them before copying")
-    for path in sorted(source.glob("runs/*/status.json")):
-        rid, state = path.parent.name, found.state(path.parent.name)
+    for rid, state in states.items():
         if state == "failed":
             out["failed"].append(f"{rid}: {(found.record(rid).get('error') or 'no error recorded').splitlines()[0]}")
         elif state != "ok":
@@ -68,7 +67,7 @@ def collect(source: Path, into: Path) -> dict[str, list[str]]:
         name = _free_name(into / "logs", log.name)
         shutil.copyfile(log, into / "logs" / name)
         out["logs"].append(name)
-    RunStore(into).rebuild_index()
+    have.rebuild_index()
     return out
 
 

@@ -235,8 +235,15 @@ def _threshold_points(rows: list[dict], length: int, keep) -> dict[tuple[str, fl
 def _point_cells(fam: str, tau: float, samples: dict) -> str:
     """A threshold point's first table cells: its family without "pbs (…)", τ, score ± SE, density."""
     scores = [v[0] for v in samples.values()]
-    return (f"| {fam.removeprefix('pbs (').removesuffix(')')} | {tau:g} | {_mean(scores):.1f} ± {_se(scores):.1f} | "
-            f"{_density(samples):.3f}")
+    return _cells(_short(fam), tau, _mean(scores), _se(scores), _density(samples))
+
+
+def _short(fam: str) -> str:
+    return fam.removeprefix("pbs (").removesuffix(")")
+
+
+def _cells(label: str, tau: float, score: float, score_se: float, density: float) -> str:
+    return f"| {label} | {tau:g} | {score:.1f} ± {score_se:.1f} | {density:.3f}"
 
 
 def permutation_front_md(rows: list[dict], length: int, title: str) -> str:
@@ -277,7 +284,7 @@ def front_at(front: list[dict], density: float) -> dict | None:
     """Per-prompt scores of the front through the threshold points ``front`` (``_samples`` maps) at ``density``:
     linear between the two points whose mean densities enclose it, prompt by prompt (so a point can be paired with
     it); None outside their range or where a density is NaN."""
-    pts = sorted(((_density(f), f) for f in front if not math.isnan(_density(f))), key=lambda t: t[0])
+    pts = sorted(((d, f) for d, f in ((_density(f), f) for f in front) if not math.isnan(d)), key=lambda t: t[0])
     for (d0, f0), (d1, f1) in pairwise(pts):
         if d0 <= density <= d1:
             w = (density - d0) / (d1 - d0) if d1 > d0 else 0.0
@@ -303,7 +310,7 @@ def ablation_comparisons(rows: list[dict], length: int) -> list[dict]:
         change, saved = _paired_effect(samples, ref) if ref else ((None, None, 0), (None, None, 0))
         at = front_at(paper_front, _density(samples))
         vs_front = paired_difference({s: v[0] for s, v in samples.items()}, at) if at else (None, None, 0)
-        out.append({"ablation": fam.removeprefix("pbs (").removesuffix(")"), "threshold": tau, "length": length,
+        out.append({"ablation": _short(fam), "threshold": tau, "length": length,
                     "n": len(samples), "score": _mean(scores), "score_se": _se(scores), "density": _density(samples),
                     "score_change": change[0] if change[2] else None, "score_change_se": change[1] if change[2] else None,
                     "density_change": -saved[0] if saved[2] else None, "density_change_se": saved[1] if saved[2] else None,
@@ -325,8 +332,8 @@ def ablations_md(comparisons: list[dict], title: str) -> str:
                   else "— | —")
         front = (f"{c['vs_front']:+.1f} ± {c['vs_front_se']:.1f}" if c["vs_front"] is not None
                  else f"— ({c['vs_front_note']})")
-        lines.append(f"| {c['ablation']} | {c['threshold']:g} | {c['score']:.1f} ± {c['score_se']:.1f} | "
-                     f"{c['density']:.3f} | {paired} | {front} |")
+        lines.append(f"{_cells(c['ablation'], c['threshold'], c['score'], c['score_se'], c['density'])} | {paired} | "
+                     f"{front} |")
     lines += ["", (f"{comparisons[0]['length']:,} tokens. Paired: per-prompt differences against PBS at the paper's "
                    "setting (key permutation per query head, B 128, S 256) at the same τ, mean ± standard error over "
                    "the prompts both ran (score change and density change = ablation − paper's setting; — where the "
