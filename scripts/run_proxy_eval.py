@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=None, help="seconds; jobs still running then are killed")
     p.add_argument("--shortest-first", action="store_true",
                    help="each part's cheapest jobs first (the most finished jobs by --deadline)")
-    p.add_argument("--only", default=None, help="run only jobs whose overrides contain this text")
+    p.add_argument("--only", action="append", default=[], metavar="OVERRIDES",
+                   help="run only the jobs that have all these overrides (space separated, each exactly as "
+                        "--list prints it, e.g. 'method.segment_size=512 method.threshold=0.5'); repeat it for "
+                        "several selections")
     p.add_argument("--skip-finished", action="append", default=[], metavar="RESULTS",
                    help="leave out the jobs that have a finished run under this results folder (e.g. the committed "
                         "results/proxy/v2/eval: run ids name the commit, so a new commit would run them again); "
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples,
                 tuple(x for x in a.parts.split(",") if x), a.model, a.shortest_first)
     if a.only:
-        todo = [j for j in todo if any(a.only in o for o in j[1])]
+        todo = [j for j in todo if any(set(sel.split()) <= set(j[1]) for sel in a.only)]
     for results in a.skip_finished:
         done_before = finished(Path(results))
         todo = [j for j in todo if frozenset(j[1]) not in done_before]

@@ -212,6 +212,20 @@ def test_skip_finished_takes_several_folders(tmp_path, capsys):
     assert not any("method=full" in o for o in left)
 
 
+def test_only_selects_jobs_by_whole_overrides_and_repeats(capsys):
+    """--only matches whole overrides (permute=key is not permute=key+query); repeated, a job needs one match."""
+    ev = load_script("run_proxy_eval")
+    ev.main(["--list", "--parts", "sweeps,ablations", "--sweep-length", "32768",
+             "--only", "method.permute=key method.threshold=0.5", "--only", "method.segment_size=512"])
+    left = [line.split()[1:] for line in capsys.readouterr().out.splitlines()]
+    assert len(left) == 1 + 5
+    assert left[0] == ["model=proxy", "task=ruler", "method=pbs", "method.permute=key", "method.threshold=0.5",
+                       "task.lengths=[32768]", "task.samples=25"]
+    assert all("method.segment_size=512" in o for o in left[1:])
+    ev.main(["--list", "--parts", "table", "--table-lengths", "4096", "--only", "method=full"])
+    assert [line.split()[3] for line in capsys.readouterr().out.splitlines()] == ["method=full"]
+
+
 @pytest.mark.parametrize("extra", ["/tmp/proxy-v2/eval", "eval", "wandb.mode"])
 def test_extra_arguments_must_be_hydra_overrides(extra, capsys):
     """Anything that is not an override is refused before a job starts (each job would fail on it)."""
