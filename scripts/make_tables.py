@@ -209,8 +209,9 @@ def main(argv=None) -> list[Path]:
     proxy = args.results / "proxy"
     # the Step 4 proxy's evaluation, the Step 11 proxy's (GPU, once it has run) and its runs on a CPU (fronts at 4K)
     for name, runs, folder, extra in (
-            ("proxy", proxy / "eval", proxy, []), ("proxy-v2", proxy / "v2" / "eval", proxy / "v2", []),
-            ("proxy-v2-cpu", proxy / "v2" / "eval-cpu", proxy / "v2" / "cpu", ["--sweep-length", "4096"])):
+            ("proxy", proxy / "eval", proxy, []),
+            ("proxy-v2", proxy / "v2" / "eval", proxy / "v2", ["--sweep-lengths", "16384,32768"]),
+            ("proxy-v2-cpu", proxy / "v2" / "eval-cpu", proxy / "v2" / "cpu", ["--sweep-lengths", "4096"])):
         if not (runs / "runs").exists():
             continue
         from proxy_report import main as proxy_report  # scripts/ is on sys.path when run as a script

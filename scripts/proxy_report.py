@@ -1,6 +1,6 @@
 """Accuracy and density of every method on the proxy model, from the runs of scripts/run_proxy_eval.py.
 
-    python scripts/proxy_report.py [--runs results/proxy/eval] [--out results/proxy]
+    python scripts/proxy_report.py [--runs results/proxy/eval] [--out results/proxy] [--sweep-lengths 16384,32768]
 
 Reads every finished run's config.json + generations.jsonl (one line per sample: task, prompt length, RULER
 score, density over layers and heads) and writes:
@@ -8,17 +8,20 @@ score, density over layers and heads) and writes:
 - ``<out>/scores.csv``: one row per (method setting, length, task): samples, score (0-100), mean density;
 - ``<out>/table.md``: the paper-settings table: score per task and mean, density, per length;
 - ``<out>/curves.csv`` + ``<out>/accuracy_vs_density.png``: mean score (± standard error over samples) vs density
-  at the sweep length, one curve per method family (threshold / gamma / budget sweeps plus the paper-setting point);
+  at each sweep length, one curve per method family (threshold / gamma / budget sweeps plus the paper-setting point);
   ``<out>/ablations.png``: PBS's curve beside the ablations' (one PBS setting changed: permute key+query, segment
   size, block size, one permutation per KV head), when such runs exist;
 - ``<out>/density_table.md``: the paper's Table 5 layout: PBS's density at τ 0.9 with and without the key
   permutation per length (absolute and relative reduction), the oracle's at the same τ, the scores beside them;
-- ``<out>/permutation_front.md``: at the sweep length, every PBS threshold point with and without the key
+- ``<out>/permutation_front.md``: at each sweep length, every PBS threshold point with and without the key
   permutation against PBS without it at τ 0.9 on the same prompts (paired score change and density saved ± SE):
   whether the permutation reaches equal accuracy at lower density;
-- ``<out>/ablations.md`` and ``ablations.csv``: at the sweep length, every ablation point against the paper's PBS
+- ``<out>/ablations.md`` and ``ablations.csv``: at each sweep length, every ablation point against the paper's PBS
   on the same prompts, at the same τ (paired score change and density change ± SE) and at the same density (paired
   against the paper's front interpolated prompt by prompt).
+
+The first sweep length's files are named as above; another length's carry it (``ablations-32k.md``,
+``accuracy_vs_density-32k.png``); curves.csv holds every length.
 """
 
 from __future__ import annotations
@@ -401,11 +404,38 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def _write_sweep_reports(rows: list[dict], out: Path, model: str, length: int, suffix: str) -> list[dict]:
+    """The permutation front, the ablations and the plots at one sweep ``length``, files named with ``suffix``;
+    returns the curve points (rows of curves.csv)."""
+    front = permutation_front_md(rows, length, f"## {model}: PBS with and without key permutation at "
+                                 f"equal accuracy ({length:,} tokens)")
+    if front:
+        (out / f"permutation_front{suffix}.md").write_text(front)
+    comparisons = ablation_comparisons(rows, length)
+    if comparisons:
+        write_csv(out / f"ablations{suffix}.csv", [{k: round(v, 4 if k == "density" else 2)
+                                                    if isinstance(v, float) else v for k, v in c.items()}
+                                                   for c in comparisons])
+        (out / f"ablations{suffix}.md").write_text(ablations_md(comparisons, f"## {model}: PBS ablations against "
+                                                                f"the paper's setting ({length:,} tokens)"))
+    pts = curves(rows, length)
+    if pts:
+        footer = provenance_footer([r for r in rows if r["length"] == length])
+        plot([p for p in pts if not p["ablation"]], out / f"accuracy_vs_density{suffix}.png",
+             f"{model}, RULER suite at {length:,} tokens", footer)
+        ablations = [p for p in pts if p["ablation"] or p["family"] == "pbs (key perm.)"]
+        if any(p["ablation"] for p in ablations):
+            plot(ablations, out / f"ablations{suffix}.png", f"{model}: PBS ablations at {length:,} tokens", footer)
+    return pts
+
+
 def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default=str(ROOT / "results" / "proxy" / "eval"))
     p.add_argument("--out", default=str(ROOT / "results" / "proxy"))
-    p.add_argument("--sweep-length", type=int, default=16384)
+    p.add_argument("--sweep-lengths", default="16384",
+                   help="comma separated; the fronts, permutation front and ablations per length (the first one's "
+                        "files unsuffixed, the others' named by length, e.g. ablations-32k.md)")
     a = p.parse_args(argv)
     rows = load_rows(Path(a.runs), run_ids)
     if not rows:
@@ -418,26 +448,13 @@ def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None
     density = density_table_md(rows, f"## {model}: PBS density with and without permutation (Table 5's layout)")
     if density:
         (out / "density_table.md").write_text(density)
-    front = permutation_front_md(rows, a.sweep_length, f"## {model}: PBS with and without key permutation at "
-                                 f"equal accuracy ({a.sweep_length:,} tokens)")
-    if front:
-        (out / "permutation_front.md").write_text(front)
-    comparisons = ablation_comparisons(rows, a.sweep_length)
-    if comparisons:
-        write_csv(out / "ablations.csv", [{k: round(v, 4 if k == "density" else 2) if isinstance(v, float) else v
-                                           for k, v in c.items()} for c in comparisons])
-        (out / "ablations.md").write_text(ablations_md(comparisons, f"## {model}: PBS ablations against the paper's "
-                                                       f"setting ({a.sweep_length:,} tokens)"))
-    pts = curves(rows, a.sweep_length)
-    if pts:
-        write_csv(out / "curves.csv", pts)
-        footer = provenance_footer([r for r in rows if r["length"] == a.sweep_length])
-        plot([p for p in pts if not p["ablation"]], out / "accuracy_vs_density.png",
-             f"{model}, RULER suite at {a.sweep_length:,} tokens", footer)
-        ablations = [p for p in pts if p["ablation"] or p["family"] == "pbs (key perm.)"]
-        if any(p["ablation"] for p in ablations):
-            plot(ablations, out / "ablations.png", f"{model}: PBS ablations at {a.sweep_length:,} tokens", footer)
-    print(f"wrote {out / 'scores.csv'}, {out / 'table.md'}" + (f", {out / 'curves.csv'}, plot" if pts else ""))
+    lengths = [int(n) for n in a.sweep_lengths.split(",")]
+    all_pts = []
+    for i, length in enumerate(lengths):
+        all_pts += _write_sweep_reports(rows, out, model, length, "" if i == 0 else f"-{length // 1024}k")
+    if all_pts:
+        write_csv(out / "curves.csv", all_pts)
+    print(f"wrote {out / 'scores.csv'}, {out / 'table.md'}" + (f", {out / 'curves.csv'}, plots" if all_pts else ""))
 
 
 if __name__ == "__main__":

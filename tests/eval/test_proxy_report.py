@@ -66,7 +66,12 @@ def test_report_families_density_table_and_ablation_plot(tmp_path):
     assert rep.is_paper("pbs", {**pbs, "permute": "none"})
 
     out = tmp_path / "out"
-    rep.main(["--runs", str(runs), "--out", str(out), "--sweep-length", "8192"])
+    rep.main(["--runs", str(runs), "--out", str(out), "--sweep-lengths", "8192,4096"])
+    # a second sweep length: its own front and plot named by length; no ablation ran at 4K, so no ablation files
+    assert (out / "accuracy_vs_density-4k.png").stat().st_size > 0 and (out / "permutation_front-4k.md").exists()
+    assert not (out / "ablations-4k.md").exists() and not (out / "ablations-4k.png").exists()
+    with open(out / "curves.csv", newline="") as f:
+        assert {r["length"] for r in csv.DictReader(f)} == {"8192", "4096"}
     table = (out / "density_table.md").read_text()
     assert "## toy-proxy" in table
     # 4K: without 0.500 (score 50), with key 0.400 (50): -10 pt absolute, 20% relative; the oracle 0.200 (100)
@@ -162,7 +167,7 @@ def test_permutation_front_pairs_each_threshold_with_none_at_0_9(tmp_path):
     # other prompts: a run over two lengths numbers its 8K samples differently, so it is not paired
     _run(runs, "k7", "pbs", {**pbs, "permute": "key", "threshold": 0.7}, [4096, 8192], _gens(8192, 0.20, [0, 0]))
     out = tmp_path / "out"
-    rep.main(["--runs", str(runs), "--out", str(out), "--sweep-length", "8192"])
+    rep.main(["--runs", str(runs), "--out", str(out), "--sweep-lengths", "8192"])
     front = (out / "permutation_front.md").read_text()
     # tau 0.8: the same answers on the same 4 prompts (change 0) with 20 density points fewer on each
     # ... and against none at its own tau 0.8 (answers 0, 0 per task): differences 100, 0, 100, 0 -> +50 ± 28.9
