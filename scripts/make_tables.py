@@ -10,7 +10,7 @@
 
 Only committed files are read (in a git checkout): runs of your own in results/ do not leak into the tables.
 - results/proxy/{scores.csv, table.md, density_table.md, permutation_front.md, ablations.md + .csv, curves.csv,
-  accuracy_vs_density.png, ablations.png} and
+  accuracy_vs_density.png, ablations.png; the same named -32k for another sweep length} and
   results/tables/proxy-ruler.md, proxy-density.md: every method on the proxy model over the RULER-style suite, from
   the runs in results/proxy/eval (scripts/proxy_report.py); the same under results/proxy/v2/ and proxy-v2-*.md for
   the Step 11 proxy (its GPU runs, results/proxy/v2/eval), and results/proxy/v2/cpu/ + proxy-v2-cpu-*.md from its runs on a

@@ -322,8 +322,8 @@ def ablation_comparisons(rows: list[dict], length: int) -> list[dict]:
     return out
 
 
-def ablations_md(comparisons: list[dict], title: str) -> str:
-    """``ablation_comparisons`` as a markdown table with its reading."""
+def ablations_md(comparisons: list[dict], title: str, csv_name: str = "ablations.csv") -> str:
+    """``ablation_comparisons`` as a markdown table with its reading (``csv_name``: the same numbers as CSV)."""
     if not comparisons:
         return ""
     header = ("| ablation | τ | score ± SE | density | score change, paired ± SE | density change, paired ± SE | "
@@ -344,7 +344,7 @@ def ablations_md(comparisons: list[dict], title: str) -> str:
                    "the paper's setting's front at the ablation's density (each prompt's score interpolated linearly "
                    "between the two τ points of the paper's setting whose densities enclose it), mean ± standard "
                    "error over the prompts; — where the density lies outside the paper's τ points or they ran other "
-                   "prompts. Negative: below the paper's front. The same numbers: `ablations.csv`."), ""]
+                   f"prompts. Negative: below the paper's front. The same numbers: `{csv_name}`."), ""]
     return "\n".join(lines)
 
 
@@ -417,7 +417,8 @@ def _write_sweep_reports(rows: list[dict], out: Path, model: str, length: int, s
                                                     if isinstance(v, float) else v for k, v in c.items()}
                                                    for c in comparisons])
         (out / f"ablations{suffix}.md").write_text(ablations_md(comparisons, f"## {model}: PBS ablations against "
-                                                                f"the paper's setting ({length:,} tokens)"))
+                                                                f"the paper's setting ({length:,} tokens)",
+                                                                f"ablations{suffix}.csv"))
     pts = curves(rows, length)
     if pts:
         footer = provenance_footer([r for r in rows if r["length"] == length])
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None
     p.add_argument("--out", default=str(ROOT / "results" / "proxy"))
     p.add_argument("--sweep-lengths", default="16384",
                    help="comma separated; the fronts, permutation front and ablations per length (the first one's "
-                        "files unsuffixed, the others' named by length, e.g. ablations-32k.md)")
+                        "files unsuffixed, the others' named by length, e.g. ablations-32k.md, ablations-5000.md)")
     a = p.parse_args(argv)
     rows = load_rows(Path(a.runs), run_ids)
     if not rows:
@@ -451,7 +452,8 @@ def main(argv: list[str] | None = None, run_ids: set[str] | None = None) -> None
     lengths = [int(n) for n in a.sweep_lengths.split(",")]
     all_pts = []
     for i, length in enumerate(lengths):
-        all_pts += _write_sweep_reports(rows, out, model, length, "" if i == 0 else f"-{length // 1024}k")
+        suffix = "" if i == 0 else f"-{length // 1024}k" if length % 1024 == 0 else f"-{length}"
+        all_pts += _write_sweep_reports(rows, out, model, length, suffix)
     if all_pts:
         write_csv(out / "curves.csv", all_pts)
     print(f"wrote {out / 'scores.csv'}, {out / 'table.md'}" + (f", {out / 'curves.csv'}, plots" if all_pts else ""))

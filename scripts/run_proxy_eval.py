@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 
     todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples,
                 tuple(x for x in a.parts.split(",") if x), a.model, a.shortest_first)
+    for sel in a.only:  # a mistyped selection would silently run nothing
+        if not sel.split() or not any(set(sel.split()) <= set(o) for _, o in todo):
+            p.error(f"--only {sel!r} matches no job of --parts {a.parts} (overrides as --list prints them)")
     if a.only:
         todo = [j for j in todo if any(set(sel.split()) <= set(j[1]) for sel in a.only)]
     for results in a.skip_finished:
@@ -161,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             _, overrides = queue.pop(0)
             cmd = [sys.executable, "-m", "experiments.eval", *overrides, f"results_dir={a.results}",
                    "hydra.run.dir=outputs/proxy-eval/${now:%Y-%m-%d_%H-%M-%S-%f}", *a.extra]
-            name = "_".join(o.split("=", 1)[1] for o in overrides if o.startswith("method")).replace("/", "-")
+            # the length too: later calls number from 00 again into the same folder on a warm machine
+            name = "_".join(o.split("=", 1)[1].strip("[]") for o in overrides
+                            if o.startswith(("method", "task.lengths"))).replace("/", "-").replace(",", "-")
             log = open(logs / f"{len(done) + len(running):02d}_{name}.log", "w")  # noqa: SIM115
             job_env = dict(env, CUDA_VISIBLE_DEVICES=slots[slot]) if slots[slot] else env
             running[slot] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=job_env), log, name)

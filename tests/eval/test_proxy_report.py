@@ -229,6 +229,10 @@ def test_only_selects_jobs_by_whole_overrides_and_repeats(capsys):
     assert all("method.segment_size=512" in o for o in left[1:])
     ev.main(["--list", "--parts", "table", "--table-lengths", "4096", "--only", "method=full"])
     assert [line.split()[3] for line in capsys.readouterr().out.splitlines()] == ["method=full"]
+    for bad in ("method.segment_size=513", "", "method.permute=key+query"):  # a typo, nothing, not in these parts
+        with pytest.raises(SystemExit):
+            ev.main(["--list", "--parts", "table", "--only", "method=full", "--only", bad])
+        assert f"--only {bad!r} matches no job" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", ["/tmp/proxy-v2/eval", "eval", "wandb.mode"])
