@@ -133,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 
     todo = jobs(a.table_lengths, a.sweep_length, a.samples, a.sweep_samples,
                 tuple(x for x in a.parts.split(",") if x), a.model, a.shortest_first)
-    for sel in a.only:  # a mistyped selection would silently run nothing
-        if not sel.split() or not any(set(sel.split()) <= set(o) for _, o in todo):
+    selections = {sel: set(sel.split()) for sel in a.only}
+    for sel, wanted in selections.items():  # a mistyped selection would silently run nothing
+        if not wanted or not any(wanted <= set(o) for _, o in todo):
             p.error(f"--only {sel!r} matches no job of --parts {a.parts} (overrides as --list prints them)")
-    if a.only:
-        todo = [j for j in todo if any(set(sel.split()) <= set(j[1]) for sel in a.only)]
+    if selections:
+        todo = [j for j in todo if any(wanted <= set(j[1]) for wanted in selections.values())]
     for results in a.skip_finished:
         done_before = finished(Path(results))
         todo = [j for j in todo if frozenset(j[1]) not in done_before]
